@@ -1,0 +1,157 @@
+"""Train oscar-tiny from scratch, resumably, on a CPU or a GPU.
+
+Usage:
+    python -m jobs.train --data ../shared/datasets/bsds500 --workdir runs/oscar-tiny \
+        --export oscar_model/weights/oscar-tiny
+
+Stages run in order (``--stages`` picks a subset): 0 autoencoder, 1 hyper-encoders,
+calib (rate -> pseudo-timestep), 2 denoiser, stats (entropy tables), export. Every stage
+checkpoints into ``--workdir`` every few minutes; running the same command again resumes
+where it stopped and skips finished stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from oscar_model.train.data import CropSampler, list_images
+from oscar_model.autoencoder import CompactAutoencoder
+from oscar_model.codec import OscarCodec
+from oscar_model.factory import build_codec
+from oscar_model.train.stages import (
+    AutoencoderStageConfig,
+    DenoiserStageConfig,
+    HyperEncoderStageConfig,
+    calibrate_timesteps,
+    index_statistics,
+    train_autoencoder,
+    train_denoiser,
+    train_hyper_encoders,
+)
+
+log = logging.getLogger("oscar.train")
+ALL_STAGES = ("0", "1", "calib", "2", "stats", "export")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", nargs="+", default=["../shared/datasets/bsds500"], help="training image folders")
+    p.add_argument("--workdir", default="runs/oscar-tiny", help="checkpoints, logs and stage outputs")
+    p.add_argument("--stages", default=",".join(ALL_STAGES), help=f"comma-separated subset of {ALL_STAGES}")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ae-minutes", type=float, default=35.0)
+    p.add_argument("--ae-steps", type=int, default=7000)
+    p.add_argument("--he-minutes", type=float, default=20.0)
+    p.add_argument("--he-steps", type=int, default=3000)
+    p.add_argument("--dn-minutes", type=float, default=30.0)
+    p.add_argument("--dn-steps", type=int, default=2000)
+    p.add_argument("--export", default="oscar_model/weights/oscar-tiny", help="where the final model is written")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(ALL_STAGES))
+    if unknown:
+        raise SystemExit(f"unknown stages {unknown}; choose from {ALL_STAGES}")
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log.info("config %s", json.dumps(vars(args)))
+    summaries_path = workdir / "summaries.json"
+    summaries = json.loads(summaries_path.read_text()) if summaries_path.exists() else {}
+
+    paths = list_images(args.data)
+
+    def record(key: str, summary: dict, t0: float) -> None:
+        summary = {**summary, "device": str(device), "stage_wall_minutes": round((time.time() - t0) / 60, 2)}
+        summaries[key] = summary
+        summaries_path.write_text(json.dumps(summaries, indent=1))
+        log.info("%s done: %s", key, json.dumps(summary))
+
+    def load(folder: str) -> OscarCodec:
+        path = workdir / folder
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run the earlier stages first")
+        return OscarCodec.from_pretrained(path, device=device)
+
+    def finished(folder: str, key: str) -> bool:
+        done = (workdir / folder).exists() and key in summaries
+        if done:
+            log.info("%s: %s already exists, skipping (delete it to redo the stage)", key, workdir / folder)
+        return done
+
+    if "0" in stages and not finished("autoencoder", "stage0"):
+        t0 = time.time()
+        cfg = AutoencoderStageConfig()
+        cfg.loop.steps, cfg.loop.max_minutes = args.ae_steps, args.ae_minutes
+        ae, summary = train_autoencoder(cfg, CropSampler(paths, cfg.crop, seed=args.seed), workdir, device)
+        ae.save_pretrained(workdir / "autoencoder")
+        record("stage0", summary, t0)
+
+    if "1" in stages and not finished("codec_stage1", "stage1"):
+        t0 = time.time()
+        ae = CompactAutoencoder.from_pretrained(str(workdir / "autoencoder"), low_cpu_mem_usage=False)
+        codec = build_codec(autoencoder=ae).to(device)
+        torch.nn.init.zeros_(codec.denoiser.conv_out.weight)  # start as x0 = sqrt(abar) z_t
+        torch.nn.init.zeros_(codec.denoiser.conv_out.bias)
+        cfg1 = HyperEncoderStageConfig()
+        cfg1.loop.steps, cfg1.loop.max_minutes = args.he_steps, args.he_minutes
+        summary = train_hyper_encoders(cfg1, codec, CropSampler(paths, cfg1.crop, seed=args.seed + 1), workdir, device)
+        codec.save_pretrained(workdir / "codec_stage1")
+        record("stage1", summary, t0)
+
+    sampler_full = None
+    if "calib" in stages and not finished("codec_calibrated", "calibration"):
+        t0 = time.time()
+        codec = load("codec_stage1")
+        sampler_full = CropSampler(paths, 32, seed=args.seed)
+        summary = calibrate_timesteps(codec, sampler_full, device)
+        codec.save_pretrained(workdir / "codec_calibrated")
+        record("calibration", summary, t0)
+
+    if "2" in stages and not finished("codec_stage2", "stage2"):
+        t0 = time.time()
+        codec = load("codec_calibrated")
+        cfg2 = DenoiserStageConfig()
+        cfg2.loop.steps, cfg2.loop.max_minutes = args.dn_steps, args.dn_minutes
+        summary = train_denoiser(cfg2, codec, CropSampler(paths, cfg2.crop, seed=args.seed + 2), workdir, device)
+        codec.save_pretrained(workdir / "codec_stage2")
+        record("stage2", summary, t0)
+
+    if "stats" in stages and not finished("codec_final", "index_statistics"):
+        t0 = time.time()
+        codec = load("codec_stage2")
+        summary = index_statistics(codec, sampler_full or CropSampler(paths, 32, seed=args.seed), device)
+        codec.save_pretrained(workdir / "codec_final")
+        record("index_statistics", summary, t0)
+
+    if "export" in stages:
+        codec = load("codec_final")
+        codec.config.info = {
+            "trained_on": [str(d) for d in args.data],
+            "training": summaries,
+            "command": "python -m jobs.train " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "torch": torch.__version__,
+        }
+        codec.to("cpu").save_pretrained(args.export)
+        log.info("exported %s (model id %s) to %s", codec.config.name, codec.model_id.hex(), args.export)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Building fresh (untrained) codecs: the oscar-tiny design and small test models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .autoencoder import CompactAutoencoder
+from .codec import CodecConfig, OscarCodec
+from .denoiser import build_tiny_denoiser
+from .hyper_encoder import HyperEncoder
+from .rates import RateLadder, RatePoint
+
+__all__ = ["TINY_LADDER", "build_codec"]
+
+# oscar-tiny's ladder. Timesteps here are starting guesses in the reference model's range;
+# training's calibration stage replaces them with measured ones.
+TINY_LADDER = RateLadder(
+    (
+        RatePoint(index=0, downsample=4, codebook_size=1024, groups=1, timestep=400),  # 0.0098 bpp
+        RatePoint(index=1, downsample=2, codebook_size=256, groups=1, timestep=310),  # 0.0313
+        RatePoint(index=2, downsample=2, codebook_size=256, groups=2, timestep=250),  # 0.0625
+        RatePoint(index=3, downsample=1, codebook_size=256, groups=1, timestep=150),  # 0.125
+        RatePoint(index=4, downsample=1, codebook_size=64, groups=2, timestep=120),  # 0.1875
+        RatePoint(index=5, downsample=1, codebook_size=256, groups=2, timestep=100),  # 0.25
+    )
+)
+
+
+def build_codec(
+    name: str = "oscar-tiny",
+    ladder: RateLadder = TINY_LADDER,
+    autoencoder: nn.Module | None = None,
+    hyper_encoder: dict[str, Any] | None = None,
+    denoiser: dict[str, Any] | None = None,
+    autoencoder_config: dict[str, Any] | None = None,
+    prediction_type: str = "v_prediction",
+) -> OscarCodec:
+    """A randomly initialised codec (or one around a given trained autoencoder)."""
+    he_cfg = {"channels": 96, "num_res_blocks": 2, "attention": True, "codebook_dim": 16, **(hyper_encoder or {})}
+    ae = autoencoder if autoencoder is not None else CompactAutoencoder(**(autoencoder_config or {}))
+    hes = [
+        HyperEncoder(
+            latent_channels=ae.latent_channels,
+            downsample=p.downsample,
+            codebook_size=p.codebook_size,
+            groups=p.groups,
+            **he_cfg,
+        )
+        for p in ladder
+    ]
+    unet = build_tiny_denoiser(**(denoiser or {}))
+    config = CodecConfig(name=name, ladder=ladder, prediction_type=prediction_type, hyper_encoder=he_cfg)
+    return OscarCodec(config, ae, hes, unet)

@@ -1,0 +1,94 @@
+"""Turning whatever a user hands us into an RGB uint8 array, and back.
+
+Accepted: PIL images of any mode (1, L, LA, P, PA, RGB, RGBA, CMYK, I, I;16*, F, ...),
+NumPy arrays (H, W), (H, W, 1|3|4) in uint8 or uint16 (or floats in [0, 1]), file paths and
+encoded bytes. Alpha is composited over white; 16-bit samples are scaled to 8 bits with
+rounding; EXIF orientation is applied to files and bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ImageLike", "to_rgb_array", "open_image", "DEFAULT_MAX_PIXELS"]
+
+ImageLike = Union[Image.Image, np.ndarray, str, Path, bytes]
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Larger images are refused as decompression bombs (PIL's own limit is about 89 Mpx)."""
+
+
+def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Opens and fully decodes an image file, with EXIF orientation applied.
+
+    Raises ValueError for an image over ``max_pixels`` (checked from the header, before
+    any pixel is decoded) and PIL's errors for files that are not images.
+    """
+    fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    img = Image.open(fp)
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ValueError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb?)")
+    img.load()
+    return ImageOps.exif_transpose(img)
+
+
+def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected an array of shape (H, W) or (H, W, 1|2|3|4), got {arr.shape}")
+    if arr.dtype == np.uint8:
+        a = arr.astype(np.float32)
+    elif arr.dtype == np.uint16:
+        a = arr.astype(np.float32) / 257.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        a = np.clip(arr.astype(np.float32), 0, 1) * 255.0
+    elif np.issubdtype(arr.dtype, np.integer):
+        a = arr.astype(np.float32)
+        if a.max(initial=0) > 255:
+            a = a / 257.0
+    elif arr.dtype == bool:
+        a = arr.astype(np.float32) * 255.0
+    else:
+        raise ValueError(f"unsupported array dtype {arr.dtype}")
+    c = a.shape[2]
+    if c in (2, 4):  # colour + alpha, composited over white
+        alpha = a[:, :, -1:] / 255.0
+        a = a[:, :, :-1] * alpha + 255.0 * (1 - alpha)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8).copy()
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        arr = np.asarray(img)
+        if mode == "F":
+            arr = np.clip(arr, 0, 255).astype(np.uint8)
+        elif mode == "I" and arr.max(initial=0) <= 255:
+            arr = arr.astype(np.uint8)
+        else:
+            arr = np.clip(arr, 0, 65535).astype(np.uint16)
+        return _array_to_rgb(arr)
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in img.info):
+        return _array_to_rgb(np.asarray(img.convert("RGBA")))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def to_rgb_array(image: ImageLike) -> np.ndarray:
+    """Any supported image -> (H, W, 3) uint8."""
+    if isinstance(image, str | Path | bytes | bytearray):
+        image = open_image(image)
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image)
+    raise TypeError(f"cannot read an image from {type(image).__name__}")

@@ -1,0 +1,78 @@
+"""Named models and where their weights are looked for.
+
+``oscar-tiny`` ships inside the package once trained. ``oscar-sd21`` (Stable Diffusion 2.1
+with the official OSCAR checkpoint) must be placed on disk by the user; the official
+checkpoint is a pickle, which this package will not load, so it has to be converted to a
+model folder (safetensors + oscar.json) in a trusted environment first.
+Look-up order for a name: ``$OSCAR_MODELS_DIR/<name>``, ``~/.cache/oscar/models/<name>``,
+then the package's own ``weights/<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ModelEntry", "MODELS", "ModelWeightsMissing", "resolve_model_path", "search_paths", "CONFIG_NAME"]
+
+CONFIG_NAME = "oscar.json"
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+
+
+class ModelWeightsMissing(FileNotFoundError):
+    """A registered model whose weights are not on this machine."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    description: str
+    how_to_get: str
+
+
+MODELS: dict[str, ModelEntry] = {
+    "oscar-tiny": ModelEntry(
+        "oscar-tiny",
+        "our compact OSCAR (f8 autoencoder, per-rate hyper-encoders, one-step UNet), trained on BSDS500; CPU-friendly",
+        "it ships with the package; retrain it with `python -m jobs.train` (see README, Training)",
+    ),
+    "oscar-sd21": ModelEntry(
+        "oscar-sd21",
+        "OSCAR on Stable Diffusion 2.1 (official checkpoint, LoRA + conv_in); needs a GPU and the 'sd21' extra",
+        "convert SD 2.1 base + the official OSCAR checkpoint into a model folder (safetensors + oscar.json) "
+        "in a trusted environment and place it at one of the paths above",
+    ),
+}
+
+
+def search_paths(name: str) -> list[Path]:
+    paths = []
+    if os.environ.get("OSCAR_MODELS_DIR"):
+        paths.append(Path(os.environ["OSCAR_MODELS_DIR"]) / name)
+    paths.append(Path.home() / ".cache" / "oscar" / "models" / name)
+    paths.append(PACKAGE_WEIGHTS / name)
+    return paths
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A model folder for a registered name or a path; a clear error when it is missing."""
+    direct = Path(name_or_path)
+    if (direct / CONFIG_NAME).is_file():
+        return direct
+    name = str(name_or_path)
+    if name not in MODELS:
+        if direct.exists():
+            raise ModelWeightsMissing(f"{direct} is not an OSCAR model folder: {CONFIG_NAME} is missing there")
+        raise ModelWeightsMissing(
+            f"unknown model {name!r}: not a registered name ({', '.join(MODELS)}) nor a folder holding {CONFIG_NAME}"
+        )
+    tried = search_paths(name)
+    for p in tried:
+        if (p / CONFIG_NAME).is_file():
+            return p
+    looked = "\n  ".join(str(p) for p in tried)
+    raise ModelWeightsMissing(
+        f"weights of model {name!r} are missing: no {CONFIG_NAME} found in\n  {looked}\n"
+        f"To get them: {MODELS[name].how_to_get}."
+    )

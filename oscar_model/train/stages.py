@@ -1,0 +1,314 @@
+"""The training stages of oscar-tiny, following the method (see README, "Training").
+
+stage 0  the compact autoencoder (L1 + (1 - MS-SSIM))
+stage 1  the per-rate hyper-encoders against the frozen autoencoder
+         (-cos(z, z~) + VQ commitment, then an image loss through the frozen decoder)
+calib    E[cos(z~, z)] per rate -> pseudo-timestep t with sqrt(abar_t) ~ E[cos]
+stage 2  the shared one-step denoiser (+ hyper-encoders fine-tuned), random rate per step
+stats    per-rate index histograms -> static entropy-coding tables
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..autoencoder import CompactAutoencoder
+from .data import CropSampler
+from .losses import reconstruction_loss
+from .loop import LoopConfig, autocast, run_loop
+
+
+@dataclass
+class AutoencoderStageConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=7000, max_minutes=35, lr=4e-4))
+    batch_size: int = 16
+    crop: int = 128
+    ms_ssim_weight: float = 1.0
+    block_channels: tuple[int, int, int, int] = (128, 96, 64, 32)
+
+
+def train_autoencoder(
+    cfg: AutoencoderStageConfig, sampler: CropSampler, workdir: Path, device: torch.device
+) -> tuple[CompactAutoencoder, dict]:
+    """Stage 0: trains the compact f8 autoencoder; sets its latent scaling factor at the end."""
+    ae = CompactAutoencoder(block_channels=cfg.block_channels).to(device)
+    ae = ae.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.loop.lr, weight_decay=0.0)
+
+    def step(i: int) -> dict[str, float]:
+        x = sampler.sample(cfg.batch_size).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(cfg.loop.bf16, device):
+            x_hat = ae(x)
+        loss, parts = reconstruction_loss(x_hat.float(), x, cfg.ms_ssim_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        return {"loss": float(loss.detach()), **parts}
+
+    summary = run_loop(
+        "stage0_autoencoder", cfg.loop, workdir, step, {"autoencoder": ae}, {"adamw": opt},
+        extra_state=lambda: {"rng": sampler.rng_state()},
+        restore_extra=lambda s: sampler.set_rng_state(s["rng"]) if "rng" in s else None,
+    )
+    ae.eval()
+    ae.register_to_config(scaling_factor=1.0)
+    ae.register_to_config(scaling_factor=latent_scaling_factor(ae, sampler, device))
+    summary["scaling_factor"] = ae.config.scaling_factor
+    return ae, summary
+
+
+@torch.inference_mode()
+def latent_scaling_factor(ae: CompactAutoencoder, sampler: CropSampler, device: torch.device) -> float:
+    """1 / std of raw latents over the training images (SD's recipe for scaling_factor)."""
+    sq, n = 0.0, 0
+    for im in sampler.images:
+        h, w = (s // 8 * 8 for s in im.shape[:2])
+        x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        z = ae.encode(x.to(device)).float()
+        sq += float((z - z.mean()).pow(2).sum())
+        n += z.numel()
+    return float(1.0 / (sq / n) ** 0.5)
+
+
+# ---------------------------------------------------------------------------- stage 1
+@dataclass
+class HyperEncoderStageConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=3000, max_minutes=20, lr=5e-4))
+    batch_size: int = 8
+    crop: int = 256
+    commit_weight: float = 1.0
+    image_loss_from: float = 0.5
+    """Fraction of the stage after which an image loss through the frozen decoder is added."""
+    image_loss_weight: float = 0.5
+    revive_every: int = 100
+    revive_until: float = 0.8
+
+
+def _freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def rescale_to(z_tilde: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Per-channel rescaling of z~ to the original latent's RMS (what the decoder receives)."""
+    rms_t = z_tilde.float().pow(2).mean(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+    rms = z.float().pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
+    return z_tilde * (rms / rms_t)
+
+
+def train_hyper_encoders(
+    cfg: HyperEncoderStageConfig, codec, sampler: CropSampler, workdir: Path, device: torch.device
+) -> dict:
+    """Stage 1: every level's hyper-encoder against the frozen autoencoder.
+
+    Loss per level: -cos(z, z~) + commitment; in the second half, for one random level per
+    step, L1 + (1 - MS-SSIM) of the frozen decoder's image from the rescaled z~.
+    """
+    from .losses import cosine_loss
+
+    ae = _freeze(codec.autoencoder)
+    hes = codec.hyper_encoders.train()
+    opt = torch.optim.AdamW(hes.parameters(), lr=cfg.loop.lr, weight_decay=0.0)
+    n_levels = len(hes)
+    gen = torch.Generator().manual_seed(1)
+    feats_cache: dict[int, torch.Tensor] = {}
+
+    def step(i: int) -> dict[str, float]:
+        x = sampler.sample(cfg.batch_size).to(device)
+        with torch.no_grad(), autocast(cfg.loop.bf16, device):
+            z = ae.encode(x).float()
+        total = torch.zeros((), device=device)
+        metrics: dict[str, float] = {}
+        image_phase = i >= cfg.image_loss_from * cfg.loop.steps
+        img_level = int(torch.randint(n_levels, (1,), generator=gen)) if image_phase else -1
+        for lvl, he in enumerate(hes):
+            with autocast(cfg.loop.bf16, device):
+                z_tilde, _, commit = he(z)
+            cos = cosine_loss(z_tilde.float(), z)
+            total = total + cos + cfg.commit_weight * commit
+            metrics[f"cos{lvl}"] = -float(cos.detach())
+            if lvl == img_level:
+                with autocast(cfg.loop.bf16, device):
+                    x_hat = ae.decode(rescale_to(z_tilde.float(), z))
+                rec, parts = reconstruction_loss(x_hat.float(), x)
+                total = total + cfg.image_loss_weight * rec
+                metrics["img_ms_ssim"] = parts["ms_ssim"]
+            if (i + 1) % cfg.revive_every == 0 and i < cfg.revive_until * cfg.loop.steps:
+                feats_cache[lvl] = he.features(z).detach()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(hes.parameters(), 1.0)
+        opt.step()
+        if feats_cache:
+            revived = sum(he.quantizer.revive_dead_codes(feats_cache[lvl]) for lvl, he in enumerate(hes))
+            metrics["revived"] = float(revived)
+            feats_cache.clear()
+        metrics["loss"] = float(total.detach())
+        return metrics
+
+    summary = run_loop(
+        "stage1_hyper_encoders", cfg.loop, workdir, step, {"hyper_encoders": hes}, {"adamw": opt},
+        extra_state=lambda: {"rng": sampler.rng_state()},
+        restore_extra=lambda s: sampler.set_rng_state(s["rng"]) if "rng" in s else None,
+    )
+    hes.eval()
+    codec.invalidate_hash()
+    return summary
+
+
+# ---------------------------------------------------------------------------- calibration
+def full_image_batches(sampler: CropSampler, stride: int, limit: int | None = None):
+    """Each training image, cropped to a multiple of ``stride``, as a (1, 3, H, W) tensor."""
+    for im in sampler.images[:limit]:
+        h, w = (s // stride * stride for s in im.shape[:2])
+        yield torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+
+
+@torch.inference_mode()
+def calibrate_timesteps(codec, sampler: CropSampler, device: torch.device, limit: int = 200) -> dict:
+    """Measures E[cos(z~, z)] per level on training images; sets t with sqrt(abar_t) ~ E[cos]."""
+    import torch.nn.functional as F
+
+    sums = [0.0] * len(codec.ladder)
+    n = 0
+    for x in full_image_batches(sampler, codec.stride, limit):
+        z = codec.encode_latents(x.to(device))
+        for p in codec.ladder:
+            zt = rescale_to(codec.hyper_encoders[p.index].decode(codec.hyper_encoders[p.index].encode(z)), z)
+            sums[p.index] += float(F.cosine_similarity(zt.flatten(1), z.flatten(1)).mean())
+        n += 1
+    cosines = [s / n for s in sums]
+    timesteps = [codec.config.schedule.timestep_for_cosine(c) for c in cosines]
+    codec.config.ladder = codec.config.ladder.with_timesteps(timesteps)
+    codec.invalidate_hash()
+    return {"images": n, "mean_cosine": [round(c, 4) for c in cosines], "timesteps": timesteps}
+
+
+# ---------------------------------------------------------------------------- stage 2
+@dataclass
+class DenoiserStageConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=2000, max_minutes=30, lr=3e-4))
+    batch_size: int = 8
+    crop: int = 192
+    hyper_lr_scale: float = 0.1
+    latent_weight: float = 1.0
+    cosine_weight: float = 2.0
+    pixel_weight: float = 1.0
+    adversarial_weight: float = 0.05
+    adversarial_from: float = 0.3
+    disc_lr: float = 2e-4
+
+
+def train_denoiser(
+    cfg: DenoiserStageConfig, codec, sampler: CropSampler, workdir: Path, device: torch.device
+) -> dict:
+    """Stage 2: the shared one-step denoiser, with the hyper-encoders fine-tuned.
+
+    A random level per step; loss = L1(x0, z) + 2 (1 - cos(x0, z)) on latents, L1 + (1 - MS-SSIM)
+    on the frozen decoder's image, and a hinge GAN term from a latent patch discriminator
+    (switched on after ``adversarial_from`` of the stage) so the step does not average to blur.
+    """
+    import torch.nn.functional as F
+
+    from .losses import LatentDiscriminator, hinge_d_loss, hinge_g_loss
+
+    ae = _freeze(codec.autoencoder)
+    hes = codec.hyper_encoders.train()
+    unet = codec.denoiser.train()
+    disc = LatentDiscriminator(ae.latent_channels).to(device)
+    opt = torch.optim.AdamW(
+        [
+            {"params": unet.parameters(), "lr": cfg.loop.lr},
+            {"params": hes.parameters(), "lr": cfg.loop.lr * cfg.hyper_lr_scale},
+        ],
+        weight_decay=0.0,
+    )
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+    schedule = codec.config.schedule
+    gen = torch.Generator().manual_seed(2)
+
+    def step(i: int) -> dict[str, float]:
+        from ..denoiser import predict_clean_latent
+
+        x = sampler.sample(cfg.batch_size).to(device)
+        with torch.no_grad(), autocast(cfg.loop.bf16, device):
+            z = ae.encode(x).float()
+        point = codec.ladder.get(int(torch.randint(len(codec.ladder), (1,), generator=gen)))
+        ts = torch.full((x.shape[0],), point.timestep, device=device, dtype=torch.long)
+        with autocast(cfg.loop.bf16, device):
+            z_tilde, _, commit = hes[point.index](z)
+            z_t = rescale_to(z_tilde.float(), z)
+            x0 = predict_clean_latent(unet, schedule, z_t, ts, codec.config.prediction_type).float()
+            x_hat = ae.decode(x0)
+        lat = (x0 - z).abs().mean()
+        cos = 1 - F.cosine_similarity(x0.flatten(1), z.flatten(1)).mean()
+        rec, parts = reconstruction_loss(x_hat.float(), x)
+        loss = cfg.latent_weight * lat + cfg.cosine_weight * cos + cfg.pixel_weight * rec + commit
+        adv_on = i >= cfg.adversarial_from * cfg.loop.steps and cfg.adversarial_weight > 0
+        metrics = {"latent_l1": float(lat.detach()), "cos": 1 - float(cos.detach()), "level": float(point.index)}
+        if adv_on:
+            g_loss = hinge_g_loss(disc(x0))
+            loss = loss + cfg.adversarial_weight * g_loss
+            metrics["g"] = float(g_loss.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(hes.parameters()), 1.0)
+        opt.step()
+        if adv_on:
+            d_loss = hinge_d_loss(disc(z), disc(x0.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            metrics["d"] = float(d_loss.detach())
+        metrics.update(parts)
+        metrics["loss"] = float(loss.detach())
+        return metrics
+
+    summary = run_loop(
+        "stage2_denoiser", cfg.loop, workdir, step,
+        {"denoiser": unet, "hyper_encoders": hes, "discriminator": disc},
+        {"adamw": opt, "adamw_d": opt_d},
+        extra_state=lambda: {"rng": sampler.rng_state()},
+        restore_extra=lambda s: sampler.set_rng_state(s["rng"]) if "rng" in s else None,
+    )
+    unet.eval()
+    hes.eval()
+    codec.invalidate_hash()
+    return summary
+
+
+# ---------------------------------------------------------------------------- statistics
+@torch.inference_mode()
+def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
+    """Per-level index histograms over the training images -> static entropy tables."""
+    import numpy as np
+
+    from ..entropy import counts_to_table
+
+    counts = {p.index: np.zeros((p.groups, p.codebook_size)) for p in codec.ladder}
+    for x in full_image_batches(sampler, codec.stride):
+        z = codec.encode_latents(x.to(device))
+        for p in codec.ladder:
+            idx = codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy()
+            for g in range(p.groups):
+                counts[p.index][g] += np.bincount(idx[g].reshape(-1), minlength=p.codebook_size)
+    codec.entropy_tables = {k: counts_to_table(v) for k, v in counts.items()}
+    codec.invalidate_hash()
+    summary = {}
+    for p in codec.ladder:
+        c = counts[p.index]
+        prob = c / c.sum(axis=1, keepdims=True)
+        ent = float(-(prob * np.log2(np.where(prob > 0, prob, 1))).sum(axis=1).mean())
+        summary[f"level_{p.index}"] = {
+            "codes_used": int((c > 0).sum()),
+            "codes_total": int(c.size),
+            "entropy_bits": round(ent, 3),
+            "fixed_bits": float(np.log2(p.codebook_size)),
+        }
+    return summary
