@@ -1,0 +1,61 @@
+"""Shared fixtures: a small randomly initialised OSCAR model saved to a temp folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+KODAK = SHARED / "datasets" / "kodak"
+
+TINY_TEST_LADDER_KW = dict(
+    autoencoder_config={"block_channels": (32, 16, 16, 8)},
+    hyper_encoder={"channels": 16, "num_res_blocks": 1, "codebook_dim": 4},
+    denoiser={"block_out_channels": (16, 16, 32), "norm_num_groups": 8, "attention_head_dim": 8},
+)
+
+
+def make_tiny_codec(seed: int = 0, name: str = "oscar-test"):
+    """A small random codec with rANS tables on every level (so both codings get exercised)."""
+    from oscar_model.entropy import counts_to_table
+    from oscar_model.factory import build_codec
+
+    torch.manual_seed(seed)
+    codec = build_codec(name=name, **TINY_TEST_LADDER_KW).eval()
+    rng = np.random.default_rng(seed)
+    codec.entropy_tables = {
+        p.index: counts_to_table(rng.integers(0, 50, size=(p.groups, p.codebook_size))) for p in codec.ladder
+    }
+    return codec
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "oscar-test"
+    make_tiny_codec().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "oscar-other"
+    make_tiny_codec(seed=1, name="oscar-other").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model_dir):
+    from oscar_model.codec import OscarCodec
+
+    return OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    """A real photo (scikit-image ships it), cropped to an odd size."""
+    from skimage import data
+
+    return data.astronaut()[:200, :300].copy()

@@ -1,0 +1,169 @@
+"""A small random model, saved and reloaded, driven through the bytes-level API."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oscar_model.bitstream import BitstreamError, unpack
+from oscar_model.codec import OscarCodec
+
+
+def test_save_load_keeps_identity(tiny_codec, tiny_model_dir):
+    again = OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
+    assert again.model_hash == tiny_codec.model_hash
+    assert len(tiny_codec.model_id) == 4
+
+
+def test_indices_round_trip_exactly(tiny_codec, photo):
+    streams = tiny_codec.encode([photo], list(range(len(tiny_codec.ladder))))[0]
+    x = tiny_codec._to_tensor([photo])
+    with torch.inference_mode():
+        z = tiny_codec.encode_latents(x)
+    for point, stream in zip(tiny_codec.ladder, streams):
+        container, p = tiny_codec.parse(stream)
+        assert p == point
+        with torch.inference_mode():
+            expected = tiny_codec.hyper_encoders[point.index].encode(z)[0].numpy()
+        np.testing.assert_array_equal(tiny_codec._indices(container, p), expected)
+
+
+def test_header_fields_survive(tiny_codec, photo):
+    (stream,) = tiny_codec.encode([photo], 2)
+    c = unpack(stream)
+    assert (c.height, c.width, c.rate_index) == (200, 300, 2)
+    assert c.model_id == tiny_codec.model_id
+    assert len(c.rms_codes) == 4
+    with torch.inference_mode():
+        z = tiny_codec.encode_latents(tiny_codec._to_tensor([photo]))
+    from oscar_model.bitstream import dequantize_rms
+
+    rms = tiny_codec.channel_rms(z)[0].numpy()
+    np.testing.assert_allclose(dequantize_rms(c.rms_codes), rms, rtol=0.018)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (17, 33), (513, 771)])
+def test_odd_sizes_come_back_at_their_own_size(tiny_codec, h, w):
+    img = np.random.default_rng(h).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    streams = tiny_codec.encode([img], [0, 5])[0]
+    for s in streams:
+        (out,) = tiny_codec.decode([s])
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_gray_rgba_16bit_palette_pngs_are_accepted(tiny_codec, photo, tmp_path):
+    rgb = Image.fromarray(photo)
+    gray16 = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
+    variants = {
+        "gray": rgb.convert("L"),
+        "rgba": rgb.convert("RGBA"),
+        "gray16": gray16,
+        "palette": rgb.convert("P", palette=Image.Palette.ADAPTIVE),
+        "gray_alpha": rgb.convert("LA"),
+    }
+    for name, im in variants.items():
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(_png_bytes(im))
+        reopened = Image.open(path)
+        (stream,) = tiny_codec.encode([path], 1)
+        (out,) = tiny_codec.decode([stream])
+        assert out.shape == (200, 300, 3), name
+        assert unpack(stream).rate_index == 1
+        assert reopened.mode in {"L", "RGBA", "I;16", "I", "P", "LA"}, (name, reopened.mode)
+    # 16-bit gray is scaled, not clipped: it encodes like its 8-bit twin.
+    (a,) = tiny_codec.encode([variants["gray"]], 3)
+    (b,) = tiny_codec.encode([variants["gray16"]], 3)
+    assert a == b
+
+
+def test_batch_and_single_give_identical_bytes(tiny_codec):
+    rng = np.random.default_rng(5)
+    from skimage import data
+
+    imgs = [data.astronaut()[:64, :96].copy(), data.coffee()[:64, :96].copy(), rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)]
+    batched = tiny_codec.encode(imgs, [0, 3, 5], batch_size=8)
+    singles = [tiny_codec.encode([im], [0, 3, 5])[0] for im in imgs]
+    assert batched == singles
+
+
+def test_bytes_identical_with_one_or_two_threads(tiny_model_dir, photo, tmp_path):
+    np.save(tmp_path / "img.npy", photo)
+    script = (
+        "import sys, torch, numpy as np\n"
+        "from oscar_model.codec import OscarCodec\n"
+        "torch.set_num_threads(int(sys.argv[1]))\n"
+        f"c = OscarCodec.from_pretrained({str(tiny_model_dir)!r}, device='cpu')\n"
+        f"img = np.load({str(tmp_path / 'img.npy')!r})\n"
+        "out = c.encode([img], [0, 1, 2, 3, 4, 5])[0]\n"
+        "sys.stdout.write(b''.join(out).hex())\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", script, n], capture_output=True, text=True, check=True).stdout for n in ("1", "2")]
+    assert runs[0] and runs[0] == runs[1]
+
+
+def test_bpp_counts_every_byte(tiny_codec, photo):
+    for s in tiny_codec.encode([photo], [0, 5])[0]:
+        assert OscarCodec.bpp(s) == 8 * len(s) / (200 * 300)
+
+
+def test_entropy_coding_is_used_and_decodes(tiny_codec, photo):
+    codings = {unpack(s).coding_name for s in tiny_codec.encode([photo], list(range(6)))[0]}
+    assert codings <= {"rans", "fixed"} and codings
+
+
+def test_corrupt_streams_raise_typed_errors(tiny_codec, photo):
+    (stream,) = tiny_codec.encode([photo], 3)
+    with pytest.raises(BitstreamError):
+        tiny_codec.decode([stream[: len(stream) // 2]])
+    for pos in (0, 6, 9, len(stream) // 2, len(stream) - 1):
+        bad = bytearray(stream)
+        bad[pos] ^= 0x10
+        with pytest.raises(BitstreamError):
+            tiny_codec.decode([bytes(bad)])
+
+
+def test_wrong_model_is_refused(tiny_codec, other_model_dir, photo):
+    other = OscarCodec.from_pretrained(other_model_dir, device="cpu")
+    (stream,) = other.encode([photo], 0)
+    with pytest.raises(BitstreamError, match="model id"):
+        tiny_codec.decode([stream])
+
+
+def test_one_bad_stream_fails_before_any_work(tiny_codec, photo):
+    (good,) = tiny_codec.encode([photo], 0)
+    with pytest.raises(BitstreamError):
+        tiny_codec.decode([good, b"OSCR garbage"])
+
+
+def test_timestep_override_changes_reconstruction(tiny_codec, photo):
+    (stream,) = tiny_codec.encode([photo], 3)
+    a = tiny_codec.decode([stream])[0]
+    b = tiny_codec.decode([stream], timestep=900)[0]
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    with pytest.raises(ValueError):
+        tiny_codec.decode([stream], timestep=1000)
+
+
+def test_decode_batches_mixed_sizes_and_rates(tiny_codec, photo):
+    small = photo[:40, :50].copy()
+    streams = [tiny_codec.encode([photo], 1)[0], tiny_codec.encode([small], 4)[0], tiny_codec.encode([photo], 1)[0]]
+    outs = tiny_codec.decode(streams)
+    assert [o.shape for o in outs] == [(200, 300, 3), (40, 50, 3), (200, 300, 3)]
+    np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def test_unknown_rate_errors(tiny_codec, photo):
+    with pytest.raises(ValueError, match="valid levels"):
+        tiny_codec.encode([photo], 17)
