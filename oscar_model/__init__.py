@@ -4,12 +4,37 @@
     codec = OscarCodec.from_pretrained("oscar-tiny")
     streams = codec.encode(["photo.png"], rates=0.0625)
     images = codec.decode(streams)
+
+Names are imported lazily so that light modules (``bitstream``, ``images``) do not pull in
+torch and diffusers: Ray workers that only decode JPEGs start in a fraction of the time.
 """
 
-from .bitstream import BitstreamError
-from .codec import CodecConfig, OscarCodec
-from .rates import RateLadder, RatePoint
-from .registry import MODELS, ModelWeightsMissing
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["OscarCodec", "CodecConfig", "RateLadder", "RatePoint", "BitstreamError", "ModelWeightsMissing", "MODELS"]
 __version__ = "0.1.0"
+
+_LOCATIONS = {
+    "OscarCodec": "codec",
+    "CodecConfig": "codec",
+    "RateLadder": "rates",
+    "RatePoint": "rates",
+    "BitstreamError": "bitstream",
+    "ModelWeightsMissing": "registry",
+    "MODELS": "registry",
+}
+
+if TYPE_CHECKING:
+    from .bitstream import BitstreamError
+    from .codec import CodecConfig, OscarCodec
+    from .rates import RateLadder, RatePoint
+    from .registry import MODELS, ModelWeightsMissing
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        return getattr(importlib.import_module(f".{_LOCATIONS[name]}", __name__), name)
+    raise AttributeError(f"module 'oscar_model' has no attribute {name!r}")

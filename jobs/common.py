@@ -1,0 +1,93 @@
+"""Argument helpers shared by the job entry points."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from pipeline.build import ActorConfig
+from pipeline.sources import StorageOptions
+
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "immunohistochemistry", "motorcycle_left")
+
+
+def parse_rates(text: str | None) -> tuple[float | int, ...] | None:
+    """'0.03,0.125' -> (0.03, 0.125) bpp; 'L2,L4' -> levels (2, 4); None or 'all' -> whole ladder."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return None
+    out: list[float | int] = []
+    for part in text.split(","):
+        part = part.strip()
+        out.append(int(part[1:]) if part.upper().startswith("L") else float(part))
+    return tuple(out)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="oscar-tiny", help="registered model name or model folder (default oscar-tiny)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where an actor has one)")
+    p.add_argument("--actors", type=int, default=1, help="max actors per pool (encode and decode each)")
+    p.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per actor (fractional is fine)")
+    p.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0 = CPU; fractional is fine)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
+    p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def actor_config(args: argparse.Namespace) -> ActorConfig:
+    return ActorConfig(min_actors=1, max_actors=max(1, args.actors), num_cpus=args.actor_cpus,
+                       num_gpus=args.actor_gpus, batch_size=args.batch_size)
+
+
+def storage(args: argparse.Namespace) -> StorageOptions:
+    return StorageOptions(endpoint_url=args.endpoint_url, region=args.region)
+
+
+def sample_photos_dir() -> str:
+    """scikit-image's bundled sample photos, written once as PNGs to ~/.cache/oscar/samples."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        from skimage import data
+    except ImportError as e:
+        raise SystemExit("no --input given and scikit-image is not installed: pip install 'oscar-transcoder[samples]'") from e
+    folder = Path.home() / ".cache" / "oscar" / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SAMPLE_PHOTOS:
+        target = folder / f"{name}.png"
+        if target.exists():
+            continue
+        try:
+            arr = getattr(data, name)()
+        except Exception:  # some samples need a download, which this machine may not have
+            continue
+        if isinstance(arr, tuple):
+            arr = arr[0]
+        Image.fromarray(np.asarray(arr)).save(target)
+    return str(folder)
+
+
+def setup_logging() -> logging.Logger:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("ray", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger("oscar.jobs")
+
+
+def log_config(log: logging.Logger, cfg) -> None:
+    from dataclasses import asdict
+
+    log.info("config %s", json.dumps(asdict(cfg), default=str))
+
+
+def print_summary(job: str, output: str, summary: dict) -> None:
+    rates = ", ".join(f"L{k}: {v:.4f}" for k, v in summary.get("mean_bpp_per_level", {}).items()) or "-"
+    print(
+        f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed, "
+        f"{summary.get('images_skipped_already_done', 0)} already done; {summary['bitstream_bytes']} bytes; "
+        f"mean bpp {rates}; {summary['wall_seconds']:.1f} s\n"
+        f"tables: {output.rstrip('/')}/{{bitstreams,metrics,errors}}/  manifest: {output.rstrip('/')}/run_manifest.json"
+    )
