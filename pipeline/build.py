@@ -19,10 +19,14 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .sources import StorageOptions, resolve, source_uris
-from .stages import EncodeStage, ReconstructStage, decode_images
-from .writer import clean_uncommitted, committed_uris, write_json, write_tables
+from .stages import ArchiveDecodeStage, BaselineStage, EncodeStage, ReconstructStage, decode_images
+from .writer import clean_uncommitted, committed_files, committed_uris, write_json, write_tables
 
-__all__ = ["ActorConfig", "ArchiveConfig", "build_archive", "run_archive", "init_ray", "package_versions"]
+__all__ = [
+    "ActorConfig", "ArchiveConfig", "RedecodeConfig", "AuditConfig",
+    "build_archive", "build_redecode", "build_audit", "run_archive", "run_redecode", "run_audit",
+    "init_ray", "package_versions",
+]
 
 
 @dataclass(frozen=True)
@@ -98,39 +102,54 @@ def _model_info(model: str) -> dict[str, Any]:
     }
 
 
-def build_archive(cfg: ArchiveConfig, uris: list[str], model: dict[str, Any]):
-    """The archive dataset: one output row per table row written."""
+def read_images(uris: list[str], storage: StorageOptions, batch_size: int = 16):
+    """Raw files -> decoded, validated RGB rows (bad files become error rows)."""
     import ray
 
-    filesystem, _ = resolve(cfg.input if not cfg.input.endswith((".parquet", ".csv")) else uris[0], cfg.storage)
+    filesystem, _ = resolve(uris[0], storage)
     scheme = urlparse(uris[0]).scheme or None
     paths = [u.split("://", 1)[1] if "://" in u else u for u in uris]
     ds = ray.data.read_binary_files(
         paths, filesystem=filesystem, include_paths=True, ignore_missing_paths=True,
         override_num_blocks=max(1, min(len(paths), 200)),
     )
-    ds = ds.map_batches(decode_images, fn_kwargs={"scheme": scheme}, batch_size=cfg.read_batch_size, num_cpus=0.25)
-    ds = ds.map_batches(
-        EncodeStage,
-        fn_constructor_kwargs={"model": model["path"], "rates": cfg.rates, "device": cfg.device, "batch_size": cfg.encode.batch_size},
-        compute=ray.data.ActorPoolStrategy(min_size=cfg.encode.min_actors, max_size=cfg.encode.max_actors),
-        num_cpus=cfg.encode.num_cpus, num_gpus=cfg.encode.num_gpus, batch_size=cfg.encode.batch_size,
+    return ds.map_batches(decode_images, fn_kwargs={"scheme": scheme}, batch_size=batch_size, num_cpus=0.25)
+
+
+def _actor_map(ds, stage, actors: ActorConfig, **kwargs):
+    import ray
+
+    return ds.map_batches(
+        stage, fn_constructor_kwargs=kwargs,
+        compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
+        num_cpus=actors.num_cpus, num_gpus=actors.num_gpus, batch_size=actors.batch_size,
     )
-    if cfg.verify:
-        images_uri = f"{cfg.output.rstrip('/')}/images" if cfg.images else None
-        ds = ds.map_batches(
-            ReconstructStage,
-            fn_constructor_kwargs={"model": model["path"], "device": cfg.device, "images_uri": images_uri,
-                                   "storage": cfg.storage, "batch_size": cfg.decode.batch_size},
-            compute=ray.data.ActorPoolStrategy(min_size=cfg.decode.min_actors, max_size=cfg.decode.max_actors),
-            num_cpus=cfg.decode.num_cpus, num_gpus=cfg.decode.num_gpus, batch_size=cfg.decode.batch_size,
-        )
+
+
+def encode_and_verify(ds, cfg, model: dict[str, Any], rates, verify: bool, images_uri: str | None, keep_pixels: bool = False):
+    """Rows with pixels -> OSCAR bitstreams at ``rates`` (+ one-step decode and metrics)."""
+    ds = _actor_map(ds, EncodeStage, cfg.encode, model=model["path"], rates=rates, device=cfg.device, batch_size=cfg.encode.batch_size)
+    if verify:
+        ds = _actor_map(ds, ReconstructStage, cfg.decode, model=model["path"], device=cfg.device, images_uri=images_uri,
+                        storage=cfg.storage, batch_size=cfg.decode.batch_size, keep_pixels=keep_pixels)
+    return ds
+
+
+def write_results(ds, cfg, model: dict[str, Any], reference: str = "source"):
     return ds.map_batches(
         write_tables,
         fn_kwargs={"output_uri": cfg.output, "codec_name": model["name"], "model_id": model["model_id"],
-                   "nominal_bpp": model["nominal_bpp"], "storage": cfg.storage},
+                   "nominal_bpp": model["nominal_bpp"], "storage": cfg.storage, "reference": reference},
         batch_size=cfg.encode.batch_size, num_cpus=0.25,
     )
+
+
+def build_archive(cfg: ArchiveConfig, uris: list[str], model: dict[str, Any]):
+    """read -> decode -> encode at every rate -> decode in one step + metrics -> write."""
+    images_uri = f"{cfg.output.rstrip('/')}/images" if cfg.images else None
+    ds = read_images(uris, cfg.storage, cfg.read_batch_size)
+    ds = encode_and_verify(ds, cfg, model, cfg.rates, cfg.verify, images_uri)
+    return write_results(ds, cfg, model)
 
 
 def package_versions() -> dict[str, str]:
@@ -148,7 +167,7 @@ def summarize(rows: list[dict[str, Any]], skipped: int, wall_s: float) -> dict[s
     failed = {r["source_uri"] for r in rows if r["status"] == "error"} - ok_images
     per_rate: dict[int, list[float]] = defaultdict(list)
     for r in rows:
-        if r["status"] == "ok":
+        if r["status"] == "ok" and not np.isnan(float(r["bpp"])):
             per_rate[int(r["rate_level"])].append(float(r["bpp"]))
     return {
         "images_ok": len(ok_images),
@@ -174,10 +193,38 @@ def _missing_rows(cfg: ArchiveConfig, missing: list[str], model: dict[str, Any])
     return [dict(zip(out, vals)) for vals in zip(*out.values())]
 
 
-def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:
-    """Runs (or resumes) an archive job and writes ``run_manifest.json``; returns the summary."""
+def _execute(ds, todo: list[str], desc: str, progress: bool) -> tuple[list[dict[str, Any]], set[str]]:
+    """Streams the dataset to completion with a progress bar over input images."""
     from tqdm.auto import tqdm
 
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            new = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
+            rows.extend(new)
+            fresh = {str(r["source_uri"]) for r in new} - seen
+            seen |= fresh
+            bar.update(len(fresh))
+    return rows, seen
+
+
+def _finish(job: str, cfg, model: dict[str, Any], rows: list[dict[str, Any]], total: int, todo: int, removed: int, t0: float) -> dict[str, Any]:
+    summary = summarize(rows, skipped=total - todo, wall_s=time.time() - t0)
+    summary["incomplete_parts_removed"] = removed
+    manifest = {
+        "job": job,
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "model": {k: model[k] for k in ("name", "path", "model_id", "model_hash", "ladder")},
+        "versions": package_versions(),
+        "counts": summary,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json(cfg.output, "run_manifest.json", manifest, cfg.storage)
+    return summary
+
+
+def _images_job(job: str, cfg, build, progress: bool) -> dict[str, Any]:
     t0 = time.time()
     model = _model_info(cfg.model)
     uris = source_uris(cfg.input, cfg.storage)
@@ -187,27 +234,152 @@ def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     if todo:
         init_ray()
-        ds = build_archive(cfg, todo, model)
-        seen: set[str] = set()
-        with tqdm(total=len(todo), desc="archive", unit="img", disable=not progress) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                new = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
-                rows.extend(new)
-                fresh = {r["source_uri"] for r in new} - seen
-                seen |= fresh
-                bar.update(len(fresh))
+        rows, seen = _execute(build(cfg, todo, model), todo, job, progress)
         missing = sorted(set(todo) - seen)
         if missing:
             rows.extend(_missing_rows(cfg, missing, model))
-    summary = summarize(rows, skipped=len(uris) - len(todo), wall_s=time.time() - t0)
-    summary["incomplete_parts_removed"] = removed
-    manifest = {
-        "job": "archive",
-        "config": json.loads(json.dumps(asdict(cfg), default=str)),
-        "model": {k: model[k] for k in ("name", "path", "model_id", "model_hash", "ladder")},
-        "versions": package_versions(),
-        "counts": summary,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(cfg.output, "run_manifest.json", manifest, cfg.storage)
+    return _finish(job, cfg, model, rows, len(uris), len(todo), removed, t0)
+
+
+def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:
+    """Runs (or resumes) an archive job and writes ``run_manifest.json``; returns the summary."""
+    return _images_job("archive", cfg, build_archive, progress)
+
+
+# ---------------------------------------------------------------------------- redecode
+@dataclass(frozen=True)
+class RedecodeConfig:
+    """Everything ``redecode`` needs.
+
+    Attributes:
+        archive: output URI of an earlier ``archive`` run (its committed bitstreams are read).
+        output: where images, new bitstreams and metrics go.
+        rates: transcode: re-encode each decoded image at these rates (None: decode only).
+        from_level: the archived level to decode (default: every level; with ``rates``: the highest).
+        images: write the decoded images as PNG under ``<output>/images``.
+    """
+
+    archive: str
+    output: str
+    rates: tuple[float | int, ...] | None = None
+    from_level: int | None = None
+    images: bool = False
+    model: str = "oscar-tiny"
+    device: str | None = None
+    encode: ActorConfig = field(default_factory=ActorConfig)
+    decode: ActorConfig = field(default_factory=ActorConfig)
+    storage: StorageOptions = field(default_factory=StorageOptions)
+
+
+def _add_job_key(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    keys = [f"{u}#L{int(lvl)}" for u, lvl in zip(batch["source_uri"], batch["from_level"])]
+    return {**batch, "job_key": np.array(keys, dtype=object)}
+
+
+def _skip_done(batch: dict[str, np.ndarray], done: frozenset) -> dict[str, np.ndarray]:
+    keep = np.array([f"{u}#L{int(lvl)}" not in done for u, lvl in zip(batch["source_uri"], batch["rate_level"])], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def build_redecode(cfg: RedecodeConfig, files: list[str], model: dict[str, Any], level: int | None, done: frozenset):
+    """archived bitstreams -> one-step decode (-> PNG) (-> re-encode at new rates + metrics) -> write."""
+    import ray
+
+    filesystem, _ = resolve(cfg.archive, cfg.storage)
+    ds = ray.data.read_parquet(files, filesystem=filesystem)
+    if level is not None:
+        ds = ds.filter(lambda r: int(r["rate_level"]) == level)
+    ds = ds.map_batches(_skip_done, fn_kwargs={"done": done}, batch_size=64, num_cpus=0.25)
+    images_uri = f"{cfg.output.rstrip('/')}/images" if cfg.images else None
+    ds = _actor_map(ds, ArchiveDecodeStage, cfg.decode, model=model["path"], device=cfg.device, images_uri=images_uri, storage=cfg.storage)
+    ds = ds.map_batches(_add_job_key, batch_size=64, num_cpus=0.25)
+    if cfg.rates:
+        ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
+    return write_results(ds, cfg, model, reference="archive level {from_level}")
+
+
+def run_redecode(cfg: RedecodeConfig, progress: bool = True) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    t0 = time.time()
+    model = _model_info(cfg.model)
+    files = committed_files(cfg.archive, "bitstreams", cfg.storage)
+    if not files:
+        raise FileNotFoundError(f"no committed bitstreams under {cfg.archive}/bitstreams: is it an archive job's output?")
+    filesystem, _ = resolve(cfg.archive, cfg.storage)
+    index = pq.ParquetDataset(files, filesystem=filesystem).read(columns=["source_uri", "rate_level", "model_id"])
+    ids = set(index.column("model_id").to_pylist())
+    if ids - {model["model_id"]}:
+        raise ValueError(f"archive was written by model id(s) {sorted(ids)}; --model {cfg.model} is {model['model_id']}")
+    level = cfg.from_level
+    if level is None and cfg.rates:
+        level = max(index.column("rate_level").to_pylist())
+    keys = [f"{u}#L{int(lvl)}" for u, lvl in zip(index.column("source_uri").to_pylist(), index.column("rate_level").to_pylist())
+            if level is None or int(lvl) == level]
+    removed = clean_uncommitted(cfg.output, cfg.storage)
+    done = frozenset(committed_uris(cfg.output, cfg.storage))
+    todo = [k for k in keys if k not in done]
+    rows: list[dict[str, Any]] = []
+    if todo:
+        init_ray()
+        rows, _ = _execute(build_redecode(cfg, files, model, level, done), todo, "redecode", progress)
+    return _finish("redecode", cfg, model, rows, len(keys), len(todo), removed, t0)
+
+
+# ---------------------------------------------------------------------------- audit
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything ``audit`` needs.
+
+    Attributes:
+        input: URI prefix or manifest of images.
+        output: where metrics, the summary, RD plots and report.html go.
+        codecs: "oscar-tiny" (the --model) and any of "jpeg", "webp", "avif"; the classical
+            codecs are matched per image to the bpp OSCAR reached at each level.
+        rates: OSCAR levels as bpp or L<i>; None = the whole ladder.
+    """
+
+    input: str
+    output: str
+    codecs: tuple[str, ...] = ("oscar-tiny", "jpeg", "webp", "avif")
+    rates: tuple[float | int, ...] | None = None
+    model: str = "oscar-tiny"
+    device: str | None = None
+    encode: ActorConfig = field(default_factory=ActorConfig)
+    decode: ActorConfig = field(default_factory=ActorConfig)
+    baseline_cpus: float = 0.5
+    read_batch_size: int = 16
+    storage: StorageOptions = field(default_factory=StorageOptions)
+
+
+def build_audit(cfg: AuditConfig, uris: list[str], model: dict[str, Any]):
+    """read -> decode -> OSCAR encode + one-step decode -> classical codecs at OSCAR's bpp -> write."""
+    from .baselines import CLASSIC_CODECS
+
+    classic = tuple(c for c in cfg.codecs if c in CLASSIC_CODECS)
+    ds = read_images(uris, cfg.storage, cfg.read_batch_size)
+    ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None, keep_pixels=True)
+    ds = ds.map_batches(BaselineStage, fn_constructor_kwargs={"codecs": classic},
+                        compute=ray_tasks(), num_cpus=cfg.baseline_cpus, batch_size=cfg.encode.batch_size)
+    return write_results(ds, cfg, model)
+
+
+def ray_tasks():
+    import ray
+
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=1)
+
+
+def run_audit(cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
+    from .baselines import CLASSIC_CODECS, available_codecs
+    from .report import write_report
+
+    unknown = [c for c in cfg.codecs if c not in CLASSIC_CODECS and c != cfg.model and not c.startswith("oscar")]
+    if unknown:
+        raise ValueError(f"unknown codecs {unknown}; choose from {[cfg.model, *CLASSIC_CODECS]}")
+    missing = [c for c in cfg.codecs if c in CLASSIC_CODECS and c not in available_codecs()]
+    if missing:
+        raise ValueError(f"this Pillow build cannot encode {missing}")
+    summary = _images_job("audit", cfg, build_audit, progress)
+    summary["report"] = write_report(cfg.output, cfg.storage, codecs=cfg.codecs, model_name=_model_info(cfg.model)["name"])
     return summary

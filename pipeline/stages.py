@@ -18,7 +18,7 @@ from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
 from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
 
-__all__ = ["decode_images", "EncodeStage", "ReconstructStage", "Batch", "rows_of", "batch_of"]
+__all__ = ["decode_images", "EncodeStage", "ReconstructStage", "ArchiveDecodeStage", "BaselineStage", "Batch", "rows_of", "batch_of"]
 
 Batch = dict[str, np.ndarray]
 ERROR_FIELDS = ("error_stage", "error_type", "error_message")
@@ -131,7 +131,10 @@ class ReconstructStage:
     reconstructions as PNG under ``images_uri``. Drops the pixels afterwards.
     """
 
-    def __init__(self, model: str, device: str | None = None, images_uri: str | None = None, storage: Any = None, batch_size: int = 8) -> None:
+    def __init__(
+        self, model: str, device: str | None = None, images_uri: str | None = None, storage: Any = None,
+        batch_size: int = 8, keep_pixels: bool = False,
+    ) -> None:
         import torch
 
         from oscar_model.codec import OscarCodec
@@ -141,6 +144,7 @@ class ReconstructStage:
         self.images_uri = images_uri
         self.storage = storage
         self.batch_size = batch_size
+        self.keep_pixels = keep_pixels
 
     def __call__(self, batch: Batch) -> Batch:
         rows = rows_of(batch)
@@ -157,8 +161,9 @@ class ReconstructStage:
                 r["decode_ms"].append(None)
         for members in jobs.values():
             self._decode_group(rows, members)
-        for r in rows:
-            r.pop("pixels", None)
+        if not self.keep_pixels:
+            for r in rows:
+                r.pop("pixels", None)
         return batch_of(rows, list(rows[0]) if rows else [])
 
     def _decode_group(self, rows: list[dict[str, Any]], members: list[tuple[int, int]]) -> None:
@@ -183,3 +188,81 @@ class ReconstructStage:
                     from .writer import write_png
 
                     write_png(self.images_uri, f"{r['image_id']}_level{r['rate_levels'][j]}.png", image, self.storage)
+
+
+class ArchiveDecodeStage:
+    """Actor: decodes archived bitstream rows (one per image and level) back to pixels.
+
+    Output rows look like ``decode_images``'s (pixels = the decoded image), so they can be
+    re-encoded (transcoding) by :class:`EncodeStage`; PNGs are written when ``images_uri``
+    is set. Adds ``from_level`` and ``archive_decode_ms``.
+    """
+
+    def __init__(self, model: str, device: str | None = None, images_uri: str | None = None, storage: Any = None) -> None:
+        import torch
+
+        from oscar_model.codec import OscarCodec
+
+        torch.set_num_threads(1)
+        self.codec = OscarCodec.from_pretrained(model, device=device)
+        self.images_uri = images_uri
+        self.storage = storage
+
+    def __call__(self, batch: Batch) -> Batch:
+        out = []
+        for r in rows_of(batch):
+            row = {
+                "image_id": r["image_id"], "source_uri": r["source_uri"], "width": int(r["width"]),
+                "height": int(r["height"]), "from_level": int(r["rate_level"]), "pixels": b"", "status": "ok",
+                "archive_decode_ms": None, "error_stage": None, "error_type": None, "error_message": None,
+            }
+            try:
+                t0 = time.perf_counter()
+                (image,) = self.codec.decode([bytes(r["bitstream"])])
+                row["archive_decode_ms"] = (time.perf_counter() - t0) * 1000
+                row["pixels"] = image.tobytes()
+                if self.images_uri:
+                    from .writer import write_png
+
+                    write_png(self.images_uri, f"{r['image_id']}_level{int(r['rate_level'])}.png", image, self.storage)
+            except Exception as e:
+                row = _fail(row, "archive-decode", e)
+            out.append(row)
+        return batch_of(out, list(out[0]) if out else [])
+
+
+class BaselineStage:
+    """Task: each classical codec at the bpp OSCAR actually reached on this image, per level.
+
+    Adds ``baselines``: one JSON string per (codec, level) with the metrics row. Drops pixels.
+    """
+
+    def __init__(self, codecs: tuple[str, ...]) -> None:
+        self.codecs = codecs
+
+    def __call__(self, batch: Batch) -> Batch:
+        import json
+
+        from .baselines import decode_classic, match_bpp
+
+        rows = rows_of(batch)
+        for r in rows:
+            found = []
+            if r["status"] == "ok":
+                original = pixels_of(r)
+                for j, level in enumerate(r["rate_levels"]):
+                    target = 8 * len(bytes(r["bitstreams"][j])) / (original.shape[0] * original.shape[1])
+                    for codec in self.codecs:
+                        res = match_bpp(original, codec, target)
+                        t0 = time.perf_counter()
+                        decoded = decode_classic(res.data)
+                        decode_ms = (time.perf_counter() - t0) * 1000
+                        found.append(json.dumps({
+                            "codec": codec, "rate_level": int(level), "setting": f"quality {res.quality}",
+                            "n_bytes": len(res.data), "bpp": res.bpp, "psnr": psnr(original, decoded),
+                            "ms_ssim": ms_ssim_rgb(original, decoded), "encode_ms": res.encode_ms,
+                            "decode_ms": decode_ms, "reached": res.reached, "target_bpp": target,
+                        }))
+            r["baselines"] = found
+            r.pop("pixels", None)
+        return batch_of(rows, list(rows[0]) if rows else [])

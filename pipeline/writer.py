@@ -48,6 +48,7 @@ def write_json(output_uri: str, name: str, payload: dict, storage: StorageOption
 
 def write_png(images_uri: str, name: str, image: np.ndarray, storage: StorageOptions | None = None) -> None:
     filesystem, base = resolve(images_uri, storage)
+    filesystem.create_dir(base, recursive=True)
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     with filesystem.open_output_stream(f"{base}/{name}") as f:
@@ -62,7 +63,9 @@ def _as_py(v: Any) -> Any:
     return v
 
 
-def table_rows(rows: list[dict[str, Any]], codec_name: str, model_id: str, nominal: dict[int, float]) -> dict[str, list[dict]]:
+def table_rows(
+    rows: list[dict[str, Any]], codec_name: str, model_id: str, nominal: dict[int, float], reference: str = "source"
+) -> dict[str, list[dict]]:
     """Result rows (one per image, list columns per rate) -> rows of the three tables."""
     out: dict[str, list[dict]] = {"bitstreams": [], "metrics": [], "errors": []}
     for r in rows:
@@ -73,7 +76,8 @@ def table_rows(rows: list[dict[str, Any]], codec_name: str, model_id: str, nomin
             )
             continue
         w, h = int(r["width"]), int(r["height"])
-        for j, level in enumerate(r["rate_levels"]):
+        ref = reference.format(**r) if "{" in reference else reference
+        for j, level in enumerate(r.get("rate_levels", [])):
             stream = bytes(r["bitstreams"][j])
             bpp = 8 * len(stream) / (w * h)
             common = {"image_id": r["image_id"], "source_uri": r["source_uri"], "width": w, "height": h,
@@ -83,8 +87,24 @@ def table_rows(rows: list[dict[str, Any]], codec_name: str, model_id: str, nomin
                 out["metrics"].append(
                     {**common, "codec": codec_name, "setting": f"level {int(level)}", "psnr": _as_py(r["psnr"][j]),
                      "ms_ssim": _as_py(r["ms_ssim"][j]), "lpips": _as_py(r["lpips"][j]), "dists": None,
-                     "decode_ms": _as_py(r["decode_ms"][j]), "reference": "source"}
+                     "decode_ms": _as_py(r["decode_ms"][j]), "reference": ref}
                 )
+        for text in r.get("baselines", []):
+            b = json.loads(text)
+            setting = b["setting"] + ("" if b["reached"] else f" (cannot reach {b['target_bpp']:.4f} bpp)")
+            out["metrics"].append(
+                {"image_id": r["image_id"], "source_uri": r["source_uri"], "codec": b["codec"], "rate_level": b["rate_level"],
+                 "setting": setting, "width": w, "height": h, "n_bytes": b["n_bytes"], "bpp": b["bpp"], "psnr": b["psnr"],
+                 "ms_ssim": b["ms_ssim"], "lpips": None, "dists": None, "encode_ms": b["encode_ms"],
+                 "decode_ms": b["decode_ms"], "reference": "source"}
+            )
+        if r.get("archive_decode_ms") is not None and not r.get("rate_levels"):
+            out["metrics"].append(
+                {"image_id": r["image_id"], "source_uri": r["source_uri"], "codec": codec_name,
+                 "rate_level": int(r["from_level"]), "setting": "redecode", "width": w, "height": h,
+                 "n_bytes": None, "bpp": None, "psnr": None, "ms_ssim": None, "lpips": None, "dists": None,
+                 "encode_ms": None, "decode_ms": _as_py(r["archive_decode_ms"]), "reference": "none"}
+            )
     return out
 
 
@@ -95,6 +115,7 @@ def write_tables(
     model_id: str,
     nominal_bpp: dict[int, float],
     storage: StorageOptions | None = None,
+    reference: str = "source",
 ) -> dict[str, np.ndarray]:
     """Sink stage: writes this batch's parts and then its marker; returns one summary row per table row."""
     from .stages import rows_of
@@ -102,9 +123,9 @@ def write_tables(
     rows = rows_of(batch)
     if not rows:
         return {"source_uri": np.array([], dtype=object)}
-    uris = sorted(str(r["source_uri"]) for r in rows)
+    uris = sorted(str(r.get("job_key") or r["source_uri"]) for r in rows)
     part = "part-" + hashlib.sha1("\n".join(uris).encode()).hexdigest()[:20]
-    tables = table_rows(rows, codec_name, model_id, nominal_bpp)
+    tables = table_rows(rows, codec_name, model_id, nominal_bpp, reference)
     filesystem, base = resolve(output_uri, storage)
     for name in ("metrics", "errors", "bitstreams"):  # bitstreams last: the data the marker vouches for
         if tables[name]:
@@ -117,6 +138,9 @@ def write_tables(
         f.write(json.dumps(marker).encode())
     summary = [{"source_uri": b["source_uri"], "status": "ok", "rate_level": b["rate_level"], "bpp": b["bpp"], "n_bytes": b["n_bytes"]}
                for b in tables["bitstreams"]]
+    if not tables["bitstreams"]:  # redecode without transcoding: one ok row per decoded image
+        summary += [{"source_uri": m["source_uri"], "status": "ok", "rate_level": m["rate_level"], "bpp": float("nan"), "n_bytes": 0}
+                    for m in tables["metrics"]]
     summary += [{"source_uri": e["source_uri"], "status": "error", "rate_level": -1, "bpp": float("nan"), "n_bytes": 0}
                 for e in tables["errors"]]
     return {k: np.array([s[k] for s in summary], dtype=object) for k in ("source_uri", "status", "rate_level", "bpp", "n_bytes")}
