@@ -17,7 +17,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.common import actor_config, add_common, log_config, parse_rates, print_summary, sample_photos_dir, setup_logging, storage
+from jobs.common import (
+    actor_config,
+    add_common,
+    log_config,
+    parse_rates,
+    print_summary,
+    sample_photos_dir,
+    setup_logging,
+    storage,
+)
 from pipeline.build import ArchiveConfig, run_archive
 
 

@@ -13,7 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.common import actor_config, add_common, log_config, parse_rates, print_summary, setup_logging, storage
+from jobs.common import (
+    actor_config,
+    add_common,
+    log_config,
+    parse_rates,
+    print_summary,
+    setup_logging,
+    storage,
+)
 from pipeline.build import AuditConfig, run_audit
 
 

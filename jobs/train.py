@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from oscar_model.train.data import CropSampler, list_images
 from oscar_model.autoencoder import CompactAutoencoder
 from oscar_model.codec import OscarCodec
 from oscar_model.factory import build_codec
+from oscar_model.train.data import CropSampler, list_images
 from oscar_model.train.stages import (
     AutoencoderStageConfig,
     DenoiserStageConfig,

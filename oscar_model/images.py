@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
 
 __all__ = ["ImageLike", "to_rgb_array", "open_image", "DEFAULT_MAX_PIXELS"]
 
-ImageLike = Union[Image.Image, np.ndarray, str, Path, bytes]
+ImageLike = Image.Image | np.ndarray | str | Path | bytes
 DEFAULT_MAX_PIXELS = 50_000_000
 """Larger images are refused as decompression bombs (PIL's own limit is about 89 Mpx)."""
 

@@ -65,7 +65,7 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 def test_gray_rgba_16bit_palette_pngs_are_accepted(tiny_codec, photo, tmp_path):
     rgb = Image.fromarray(photo)
-    gray16 = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257))
+    gray16 = Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)
     variants = {
         "gray": rgb.convert("L"),
         "rgba": rgb.convert("RGBA"),

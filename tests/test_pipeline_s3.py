@@ -99,8 +99,6 @@ def ray_local():
     ray.shutdown()
 
 
-    return read_table(f"s3://{BUCKET}/{prefix}", prefix.split("/")[-1] if False else "", None) if False else None
-
 
 def table(uri: str, name: str):
     from pipeline.writer import read_table

@@ -17,8 +17,8 @@ import torch
 
 from ..autoencoder import CompactAutoencoder
 from .data import CropSampler
-from .losses import reconstruction_loss
 from .loop import LoopConfig, autocast, run_loop
+from .losses import reconstruction_loss
 
 
 @dataclass

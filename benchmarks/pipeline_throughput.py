@@ -1,0 +1,92 @@
+"""Throughput of the archive job against a bare single-process loop over the same codec calls.
+
+Usage:
+    python benchmarks/pipeline_throughput.py [--model oscar-tiny] [--rates 0.03,0.125] [--cpus 2]
+
+Both sides do the same work per image: read the PNG, encode at every rate (autoencoder once),
+decode every stream in one step, PSNR + MS-SSIM against the original; the archive job also
+writes Parquet. The bare loop uses all torch threads of one process; the job runs on a local
+Ray with --cpus CPUs (Ray started before timing; actor start-up is inside the timing).
+Prints a table and writes pipeline_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jobs.common import parse_rates  # noqa: E402
+from oscar_model.codec import OscarCodec  # noqa: E402
+from oscar_model.images import open_image, to_rgb_array  # noqa: E402
+from pipeline.build import ActorConfig, ArchiveConfig, run_archive  # noqa: E402
+from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
+
+
+def bare_loop(model: str, files: list[Path], rates) -> float:
+    codec = OscarCodec.from_pretrained(model, device="cpu")
+    points = codec.ladder.resolve_many(rates)
+    t0 = time.perf_counter()
+    for f in files:
+        img = to_rgb_array(open_image(f.read_bytes()))
+        streams = codec.encode([img], [p.index for p in points])[0]
+        for rec in codec.decode(streams):
+            psnr(img, rec)
+            ms_ssim_rgb(img, rec)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import ray
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="oscar-tiny")
+    p.add_argument("--kodak", default=str(ROOT.parent / "shared" / "datasets" / "kodak"))
+    p.add_argument("--rates", default="0.03,0.125")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    files = sorted(Path(args.kodak).glob("*.png"))
+    rates = parse_rates(args.rates)
+    torch.set_num_threads(args.cpus)
+    bare_s = bare_loop(args.model, files, rates)
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    out_dir = Path(tempfile.mkdtemp(prefix="oscar-throughput-"))
+    actors = ActorConfig(min_actors=1, max_actors=1, num_cpus=0.5, batch_size=4)
+    cfg = ArchiveConfig(input=args.kodak, output=str(out_dir), rates=rates, model=args.model, encode=actors, decode=actors)
+    t0 = time.perf_counter()
+    summary = run_archive(cfg, progress=False)
+    job_s = time.perf_counter() - t0
+    ray.shutdown()
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if summary["images_ok"] != len(files):
+        raise SystemExit(f"archive job processed {summary['images_ok']} of {len(files)} images: {summary}")
+
+    result = {
+        "images": len(files), "rates": args.rates, "cpus": args.cpus,
+        "bare_loop_s": round(bare_s, 2), "bare_images_per_s": round(len(files) / bare_s, 3),
+        "archive_job_s": round(job_s, 2), "job_images_per_s": round(len(files) / job_s, 3),
+        "ratio_job_over_bare": round(bare_s / job_s, 3),
+        "command": "python benchmarks/pipeline_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "pipeline_throughput.json").write_text(json.dumps(result, indent=1))
+    print("| path | wall s | images/s |\n|---|---|---|")
+    print(f"| bare single-process loop ({args.cpus} torch threads) | {bare_s:.1f} | {len(files) / bare_s:.3f} |")
+    print(f"| archive job, local Ray, {args.cpus} CPUs | {job_s:.1f} | {len(files) / job_s:.3f} |")
+    print(f"ratio job / bare = {bare_s / job_s:.3f} (target >= 0.8)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
