@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         images=args.images,
         device=args.device,
         encode=actors,
-        decode=actors,
+        decode=actor_config(args, decode=True),
         storage=storage(args),
     )
     log_config(log, cfg)

@@ -27,7 +27,8 @@ def parse_rates(text: str | None) -> tuple[float | int, ...] | None:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="oscar-tiny", help="registered model name or model folder (default oscar-tiny)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where an actor has one)")
-    p.add_argument("--actors", type=int, default=1, help="max actors per pool (encode and decode each)")
+    p.add_argument("--actors", type=int, default=1, help="max actors in the encode pool")
+    p.add_argument("--decode-actors", type=int, default=None, help="actors in the decode pool (default: --actors)")
     p.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per actor (fractional is fine)")
     p.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0 = CPU; fractional is fine)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -36,9 +37,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def actor_config(args: argparse.Namespace) -> ActorConfig:
-    return ActorConfig(min_actors=1, max_actors=max(1, args.actors), num_cpus=args.actor_cpus,
-                       num_gpus=args.actor_gpus, batch_size=args.batch_size)
+def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
+    n = max(1, (args.decode_actors or args.actors) if decode else args.actors)
+    return ActorConfig(min_actors=1, max_actors=n, num_cpus=args.actor_cpus, num_gpus=args.actor_gpus, batch_size=args.batch_size)
 
 
 def storage(args: argparse.Namespace) -> StorageOptions:

@@ -111,7 +111,7 @@ def read_images(uris: list[str], storage: StorageOptions, batch_size: int = 16):
     paths = [u.split("://", 1)[1] if "://" in u else u for u in uris]
     ds = ray.data.read_binary_files(
         paths, filesystem=filesystem, include_paths=True, ignore_missing_paths=True,
-        override_num_blocks=max(1, min(len(paths), 200)),
+        override_num_blocks=max(1, min(len(paths), 200)), num_cpus=0.25,
     )
     return ds.map_batches(decode_images, fn_kwargs={"scheme": scheme}, batch_size=batch_size, num_cpus=0.25)
 

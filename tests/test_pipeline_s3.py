@@ -158,8 +158,10 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     # redecode: PNGs for every archived stream, and a transcode of the top level to level 0.
     dec = f"s3://{BUCKET}/decoded"
     assert redecode.main(["--archive", out, "--output", dec, "--images", "--model", str(tiny_model_dir), "--quiet"]) == 0
-    pngs = s3.list_objects_v2(Bucket=BUCKET, Prefix="decoded/images/")["Contents"]
+    pngs = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="decoded/images/")["Contents"] if o["Key"].endswith(".png")]
     assert len(pngs) == n_good * n_rates
+    png = s3.get_object(Bucket=BUCKET, Key=pngs[0])["Body"].read()
+    assert Image.open(io.BytesIO(png)).size in {(128, 96), (96, 128)}
     trans = f"s3://{BUCKET}/transcoded"
     assert redecode.main(["--archive", out, "--output", trans, "--rates", "L0", "--model", str(tiny_model_dir), "--quiet"]) == 0
     tbits = table(trans, "bitstreams")
