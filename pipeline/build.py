@@ -113,7 +113,7 @@ def read_images(uris: list[str], storage: StorageOptions, batch_size: int = 16):
         paths, filesystem=filesystem, include_paths=True, ignore_missing_paths=True,
         override_num_blocks=max(1, min(len(paths), 200)), num_cpus=0.25,
     )
-    return ds.map_batches(decode_images, fn_kwargs={"scheme": scheme}, batch_size=batch_size, num_cpus=0.25)
+    return ds.map_batches(decode_images, fn_kwargs={"scheme": scheme}, batch_size=batch_size, num_cpus=0.1)
 
 
 def _actor_map(ds, stage, actors: ActorConfig, **kwargs):
@@ -140,7 +140,7 @@ def write_results(ds, cfg, model: dict[str, Any], reference: str = "source"):
         write_tables,
         fn_kwargs={"output_uri": cfg.output, "codec_name": model["name"], "model_id": model["model_id"],
                    "nominal_bpp": model["nominal_bpp"], "storage": cfg.storage, "reference": reference},
-        batch_size=cfg.encode.batch_size, num_cpus=0.25,
+        batch_size=cfg.encode.batch_size, num_cpus=0.1,
     )
 
 
@@ -286,13 +286,13 @@ def build_redecode(cfg: RedecodeConfig, files: list[str], model: dict[str, Any],
     import ray
 
     filesystem, _ = resolve(cfg.archive, cfg.storage)
-    ds = ray.data.read_parquet(files, filesystem=filesystem)
+    ds = ray.data.read_parquet(files, filesystem=filesystem, num_cpus=0.25)
     if level is not None:
         ds = ds.filter(lambda r: int(r["rate_level"]) == level)
-    ds = ds.map_batches(_skip_done, fn_kwargs={"done": done}, batch_size=64, num_cpus=0.25)
+    ds = ds.map_batches(_skip_done, fn_kwargs={"done": done}, batch_size=64, num_cpus=0.1)
     images_uri = f"{cfg.output.rstrip('/')}/images" if cfg.images else None
     ds = _actor_map(ds, ArchiveDecodeStage, cfg.decode, model=model["path"], device=cfg.device, images_uri=images_uri, storage=cfg.storage)
-    ds = ds.map_batches(_add_job_key, batch_size=64, num_cpus=0.25)
+    ds = ds.map_batches(_add_job_key, batch_size=64, num_cpus=0.1)
     if cfg.rates:
         ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
     return write_results(ds, cfg, model, reference="archive level {from_level}")
