@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kodak", default=str(ROOT.parent / "shared" / "datasets" / "kodak"))
     p.add_argument("--rates", default="0.03,0.125")
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--separate-pools", action="store_true", help="encode and decode in separate pools (1 + 2 actors)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     files = sorted(Path(args.kodak).glob("*.png"))
@@ -62,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     out_dir = Path(tempfile.mkdtemp(prefix="oscar-throughput-"))
-    # One-step decode + metrics costs ~3x encode: one encode actor feeds two decode actors.
-    encode = ActorConfig(min_actors=1, max_actors=1, num_cpus=0.4, batch_size=2)
-    decode = ActorConfig(min_actors=2, max_actors=2, num_cpus=0.4, batch_size=2)
-    cfg = ArchiveConfig(input=args.kodak, output=str(out_dir), rates=rates, model=args.model, encode=encode, decode=decode)
+    if args.separate_pools:  # decode + metrics costs ~3x encode: one encode actor feeds two decode actors
+        encode = ActorConfig(min_actors=1, max_actors=1, num_cpus=0.4, batch_size=2)
+        decode = ActorConfig(min_actors=2, max_actors=2, num_cpus=0.4, batch_size=2)
+    else:  # one fused encode+verify pool, one single-threaded actor per core
+        encode = decode = ActorConfig(min_actors=args.cpus, max_actors=args.cpus, num_cpus=0.5, batch_size=2)
+    cfg = ArchiveConfig(input=args.kodak, output=str(out_dir), rates=rates, model=args.model, encode=encode, decode=decode,
+                        fused=not args.separate_pools)
     t0 = time.perf_counter()
     summary = run_archive(cfg, progress=False)
     job_s = time.perf_counter() - t0
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "images": len(files), "rates": args.rates, "cpus": args.cpus,
+        "pools": "separate encode (1) + decode (2)" if args.separate_pools else f"fused encode+verify ({args.cpus})",
         "bare_loop_s": round(bare_s, 2), "bare_images_per_s": round(len(files) / bare_s, 3),
         "archive_job_s": round(job_s, 2), "job_images_per_s": round(len(files) / job_s, 3),
         "ratio_job_over_bare": round(bare_s / job_s, 3),

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         verify=not args.no_verify,
         images=args.images,
         device=args.device,
+        fused=not args.separate_pools,
         encode=actors,
         decode=actor_config(args, decode=True),
         storage=storage(args),

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging()
     actors = actor_config(args)
     cfg = AuditConfig(input=args.input, output=args.output, codecs=tuple(c.strip() for c in args.codecs.split(",")),
-                      rates=parse_rates(args.rates), model=args.model, device=args.device, encode=actors, decode=actor_config(args, decode=True),
+                      rates=parse_rates(args.rates), model=args.model, device=args.device, fused=not args.separate_pools, encode=actors, decode=actor_config(args, decode=True),
                       storage=storage(args))
     log_config(log, cfg)
     summary = run_audit(cfg, progress=not args.quiet)

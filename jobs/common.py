@@ -27,9 +27,14 @@ def parse_rates(text: str | None) -> tuple[float | int, ...] | None:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="oscar-tiny", help="registered model name or model folder (default oscar-tiny)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where an actor has one)")
-    p.add_argument("--actors", type=int, default=1, help="max actors in the encode pool")
-    p.add_argument("--decode-actors", type=int, default=None, help="actors in the decode pool (default: --actors)")
-    p.add_argument("--actor-cpus", type=float, default=0.5, help="CPUs per actor (fractional is fine)")
+    p.add_argument("--actors", type=int, default=2,
+                   help="actors in the encode(+verify) pool; on CPU, cores / --actor-cpus / 2 keeps every core busy (default 2)")
+    p.add_argument("--separate-pools", action="store_true",
+                   help="encode and decode in separate actor pools (default: one fused pool, fastest on CPU)")
+    p.add_argument("--decode-actors", type=int, default=None, help="actors in the decode pool with --separate-pools (default: --actors)")
+    p.add_argument("--actor-cpus", type=float, default=0.25,
+                   help="CPUs Ray reserves per actor (fractional is fine; each CPU actor runs one torch thread). "
+                        "Pools must leave 0.5 CPU for reads and writes")
     p.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0 = CPU; fractional is fine)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
@@ -39,7 +44,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
     n = max(1, (args.decode_actors or args.actors) if decode else args.actors)
-    return ActorConfig(min_actors=1, max_actors=n, num_cpus=args.actor_cpus, num_gpus=args.actor_gpus, batch_size=args.batch_size)
+    return ActorConfig(min_actors=n, max_actors=n, num_cpus=args.actor_cpus, num_gpus=args.actor_gpus, batch_size=args.batch_size)
 
 
 def storage(args: argparse.Namespace) -> StorageOptions:

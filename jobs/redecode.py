@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging()
     actors = actor_config(args)
     cfg = RedecodeConfig(archive=args.archive, output=args.output, rates=parse_rates(args.rates), from_level=args.from_level,
-                         images=args.images, model=args.model, device=args.device, encode=actors, decode=actor_config(args, decode=True), storage=storage(args))
+                         images=args.images, model=args.model, device=args.device, fused=not args.separate_pools, encode=actors, decode=actor_config(args, decode=True), storage=storage(args))
     log_config(log, cfg)
     print_summary("redecode", cfg.output, run_redecode(cfg, progress=not args.quiet))
     return 0

@@ -5,7 +5,8 @@ Usage:
         --export oscar_model/weights/oscar-tiny
 
 Stages run in order (``--stages`` picks a subset): 0 autoencoder, 1 hyper-encoders,
-calib (rate -> pseudo-timestep), 2 denoiser, stats (entropy tables), export. Every stage
+calib (rate -> pseudo-timestep), 2 denoiser, 2b refine (stage 2 at a lower learning rate,
+weighted to the levels and the metric users compare), stats (entropy tables), export. Every stage
 checkpoints into ``--workdir`` every few minutes; running the same command again resumes
 where it stopped and skips finished stages.
 """
@@ -32,13 +33,14 @@ from oscar_model.train.stages import (
     HyperEncoderStageConfig,
     calibrate_timesteps,
     index_statistics,
+    refine_config,
     train_autoencoder,
     train_denoiser,
     train_hyper_encoders,
 )
 
 log = logging.getLogger("oscar.train")
-ALL_STAGES = ("0", "1", "calib", "2", "stats", "export")
+ALL_STAGES = ("0", "1", "calib", "2", "2b", "stats", "export")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -55,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--he-steps", type=int, default=3000)
     p.add_argument("--dn-minutes", type=float, default=30.0)
     p.add_argument("--dn-steps", type=int, default=2000)
+    p.add_argument("--rf-minutes", type=float, default=60.0, help="stage 2b (refine) wall budget")
+    p.add_argument("--rf-steps", type=int, default=8000)
     p.add_argument("--export", default="oscar_model/weights/oscar-tiny", help="where the final model is written")
     return p.parse_args(argv)
 
@@ -124,18 +128,22 @@ def main(argv: list[str] | None = None) -> int:
         codec.save_pretrained(workdir / "codec_calibrated")
         record("calibration", summary, t0)
 
-    if "2" in stages and not finished("codec_stage2", "stage2"):
+    def denoiser_stage(key: str, source: str, cfg: DenoiserStageConfig, steps: int, minutes: float, seed: int) -> None:
+        if key[len("stage"):] not in stages or finished(f"codec_{key}", key):
+            return
         t0 = time.time()
-        codec = load("codec_calibrated")
-        cfg2 = DenoiserStageConfig()
-        cfg2.loop.steps, cfg2.loop.max_minutes = args.dn_steps, args.dn_minutes
-        summary = train_denoiser(cfg2, codec, CropSampler(paths, cfg2.crop, seed=args.seed + 2), workdir, device)
-        codec.save_pretrained(workdir / "codec_stage2")
-        record("stage2", summary, t0)
+        codec = load(source)
+        cfg.loop.steps, cfg.loop.max_minutes = steps, minutes
+        summary = train_denoiser(cfg, codec, CropSampler(paths, cfg.crop, seed=seed), workdir, device)
+        codec.save_pretrained(workdir / f"codec_{key}")
+        record(key, summary, t0)
+
+    denoiser_stage("stage2", "codec_calibrated", DenoiserStageConfig(), args.dn_steps, args.dn_minutes, args.seed + 2)
+    denoiser_stage("stage2b", "codec_stage2", refine_config(), args.rf_steps, args.rf_minutes, args.seed + 3)
 
     if "stats" in stages and not finished("codec_final", "index_statistics"):
         t0 = time.time()
-        codec = load("codec_stage2")
+        codec = load("codec_stage2b" if (workdir / "codec_stage2b").exists() else "codec_stage2")
         summary = index_statistics(codec, sampler_full or CropSampler(paths, 32, seed=args.seed), device)
         codec.save_pretrained(workdir / "codec_final")
         record("index_statistics", summary, t0)

@@ -19,8 +19,22 @@ from urllib.parse import urlparse
 import numpy as np
 
 from .sources import StorageOptions, resolve, source_uris
-from .stages import ArchiveDecodeStage, BaselineStage, EncodeStage, ReconstructStage, decode_images
-from .writer import clean_uncommitted, committed_files, committed_uris, write_json, write_tables
+from .stages import (
+    ArchiveDecodeStage,
+    BaselineStage,
+    EncodeStage,
+    EncodeVerifyStage,
+    ReconstructStage,
+    decode_images,
+)
+from .writer import (
+    clean_uncommitted,
+    committed_files,
+    committed_uris,
+    read_parts,
+    write_json,
+    write_tables,
+)
 
 __all__ = [
     "ActorConfig", "ArchiveConfig", "RedecodeConfig", "AuditConfig",
@@ -55,6 +69,8 @@ class ArchiveConfig:
         verify: decode every stream and measure PSNR / MS-SSIM against the source.
         images: also write the reconstructions as PNG under ``<output>/images``.
         device: "cpu", "cuda" or None (CUDA when the actor has one).
+        fused: encode and verify in one actor pool (sized by ``encode``); False gives separate
+            encode and decode pools, for when they want different hardware.
     """
 
     input: str
@@ -64,9 +80,10 @@ class ArchiveConfig:
     verify: bool = True
     images: bool = False
     device: str | None = None
+    fused: bool = True
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
-    read_batch_size: int = 16
+    read_batch_size: int = 2
     storage: StorageOptions = field(default_factory=StorageOptions)
 
 
@@ -86,6 +103,31 @@ def init_ray(num_cpus: int | None = None) -> None:
     ctx.enable_progress_bars = True
 
 
+LIGHT_TASK_CPUS = 0.5
+
+
+def check_actor_budget(pools: list[ActorConfig]) -> None:
+    """Refuses a plan whose actor pools leave no CPU for the read and write tasks.
+
+    Why: Ray Data reserves each pool's CPUs for the whole run; if nothing is left, the read
+    task is never scheduled and the job hangs silently instead of failing.
+    """
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0))
+    held = sum(p.max_actors * p.num_cpus for p in pools)
+    if held > total - LIGHT_TASK_CPUS:
+        raise ValueError(
+            f"actor pools would hold {held:g} of the cluster's {total:g} CPUs; leave at least {LIGHT_TASK_CPUS} "
+            f"for reading and writing: lower --actors or --actor-cpus (fractional CPUs are fine)"
+        )
+
+
+def _pools(cfg, verify: bool) -> list[ActorConfig]:
+    """The actor pools encode_and_verify will create."""
+    return [cfg.encode] if not verify or cfg.fused else [cfg.encode, cfg.decode]
+
+
 def _model_info(model: str) -> dict[str, Any]:
     from oscar_model.codec import OscarCodec
     from oscar_model.registry import resolve_model_path
@@ -102,8 +144,18 @@ def _model_info(model: str) -> dict[str, Any]:
     }
 
 
-def read_images(uris: list[str], storage: StorageOptions, batch_size: int = 16):
-    """Raw files -> decoded, validated RGB rows (bad files become error rows)."""
+MAX_READ_BLOCKS = 10_000
+
+
+def read_images(uris: list[str], storage: StorageOptions, batch_size: int = 2):
+    """Raw files -> decoded, validated RGB rows (bad files become error rows).
+
+    ``batch_size`` files per read task and per block: small blocks are what spreads the work
+    evenly over the actor pool (an actor task takes a whole block; 12 Kodak images in one
+    block kept one actor busy for 24 s while the other waited).
+    """
+    import math
+
     import ray
 
     filesystem, _ = resolve(uris[0], storage)
@@ -111,7 +163,7 @@ def read_images(uris: list[str], storage: StorageOptions, batch_size: int = 16):
     paths = [u.split("://", 1)[1] if "://" in u else u for u in uris]
     ds = ray.data.read_binary_files(
         paths, filesystem=filesystem, include_paths=True, ignore_missing_paths=True,
-        override_num_blocks=max(1, min(len(paths), 200)), num_cpus=0.25,
+        override_num_blocks=max(1, min(math.ceil(len(paths) / batch_size), MAX_READ_BLOCKS)), num_cpus=0.25,
     )
     return ds.map_batches(decode_images, fn_kwargs={"scheme": scheme}, batch_size=batch_size, num_cpus=0.1)
 
@@ -128,6 +180,9 @@ def _actor_map(ds, stage, actors: ActorConfig, **kwargs):
 
 def encode_and_verify(ds, cfg, model: dict[str, Any], rates, verify: bool, images_uri: str | None, keep_pixels: bool = False):
     """Rows with pixels -> OSCAR bitstreams at ``rates`` (+ one-step decode and metrics)."""
+    if verify and cfg.fused:
+        return _actor_map(ds, EncodeVerifyStage, cfg.encode, model=model["path"], rates=rates, device=cfg.device,
+                          images_uri=images_uri, storage=cfg.storage, batch_size=cfg.encode.batch_size, keep_pixels=keep_pixels)
     ds = _actor_map(ds, EncodeStage, cfg.encode, model=model["path"], rates=rates, device=cfg.device, batch_size=cfg.encode.batch_size)
     if verify:
         ds = _actor_map(ds, ReconstructStage, cfg.decode, model=model["path"], device=cfg.device, images_uri=images_uri,
@@ -224,7 +279,7 @@ def _finish(job: str, cfg, model: dict[str, Any], rows: list[dict[str, Any]], to
     return summary
 
 
-def _images_job(job: str, cfg, build, progress: bool) -> dict[str, Any]:
+def _images_job(job: str, cfg, build, pools, progress: bool) -> dict[str, Any]:
     t0 = time.time()
     model = _model_info(cfg.model)
     uris = source_uris(cfg.input, cfg.storage)
@@ -234,6 +289,7 @@ def _images_job(job: str, cfg, build, progress: bool) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     if todo:
         init_ray()
+        check_actor_budget(pools(cfg))
         rows, seen = _execute(build(cfg, todo, model), todo, job, progress)
         missing = sorted(set(todo) - seen)
         if missing:
@@ -243,7 +299,7 @@ def _images_job(job: str, cfg, build, progress: bool) -> dict[str, Any]:
 
 def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) an archive job and writes ``run_manifest.json``; returns the summary."""
-    return _images_job("archive", cfg, build_archive, progress)
+    return _images_job("archive", cfg, build_archive, lambda c: _pools(c, c.verify), progress)
 
 
 # ---------------------------------------------------------------------------- redecode
@@ -257,6 +313,7 @@ class RedecodeConfig:
         rates: transcode: re-encode each decoded image at these rates (None: decode only).
         from_level: the archived level to decode (default: every level; with ``rates``: the highest).
         images: write the decoded images as PNG under ``<output>/images``.
+        fused: transcoding encodes and verifies in one actor pool (see ArchiveConfig).
     """
 
     archive: str
@@ -266,6 +323,7 @@ class RedecodeConfig:
     images: bool = False
     model: str = "oscar-tiny"
     device: str | None = None
+    fused: bool = True
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -285,8 +343,12 @@ def build_redecode(cfg: RedecodeConfig, files: list[str], model: dict[str, Any],
     """archived bitstreams -> one-step decode (-> PNG) (-> re-encode at new rates + metrics) -> write."""
     import ray
 
-    filesystem, _ = resolve(cfg.archive, cfg.storage)
-    ds = ray.data.read_parquet(files, filesystem=filesystem, num_cpus=0.25)
+    # Not ray.data.read_parquet: its file-listing task asks for a whole CPU, which never gets
+    # scheduled once actor pools hold the rest of a small machine (a deadlock seen on 2 CPUs).
+    # The commit markers already name every part, so each part is one light read task.
+    ds = ray.data.from_items([{"part": f} for f in files], override_num_blocks=max(1, min(len(files), 1000)))
+    ds = ds.map_batches(read_parts, fn_kwargs={"output_uri": cfg.archive, "table": "bitstreams", "storage": cfg.storage},
+                        batch_size=1, num_cpus=0.1)
     if level is not None:
         ds = ds.filter(lambda r: int(r["rate_level"]) == level)
     ds = ds.map_batches(_skip_done, fn_kwargs={"done": done}, batch_size=64, num_cpus=0.1)
@@ -322,6 +384,7 @@ def run_redecode(cfg: RedecodeConfig, progress: bool = True) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     if todo:
         init_ray()
+        check_actor_budget([cfg.decode, *(_pools(cfg, True) if cfg.rates else [])])
         rows, _ = _execute(build_redecode(cfg, files, model, level, done), todo, "redecode", progress)
     return _finish("redecode", cfg, model, rows, len(keys), len(todo), removed, t0)
 
@@ -337,6 +400,7 @@ class AuditConfig:
         codecs: "oscar-tiny" (the --model) and any of "jpeg", "webp", "avif"; the classical
             codecs are matched per image to the bpp OSCAR reached at each level.
         rates: OSCAR levels as bpp or L<i>; None = the whole ladder.
+        fused: encode and verify in one actor pool (see ArchiveConfig).
     """
 
     input: str
@@ -345,10 +409,11 @@ class AuditConfig:
     rates: tuple[float | int, ...] | None = None
     model: str = "oscar-tiny"
     device: str | None = None
+    fused: bool = True
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
     baseline_cpus: float = 0.5
-    read_batch_size: int = 16
+    read_batch_size: int = 2
     storage: StorageOptions = field(default_factory=StorageOptions)
 
 
@@ -380,6 +445,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
     missing = [c for c in cfg.codecs if c in CLASSIC_CODECS and c not in available_codecs()]
     if missing:
         raise ValueError(f"this Pillow build cannot encode {missing}")
-    summary = _images_job("audit", cfg, build_audit, progress)
+    baseline = ActorConfig(num_cpus=cfg.baseline_cpus)
+    summary = _images_job("audit", cfg, build_audit, lambda c: [*_pools(c, True), baseline], progress)
     summary["report"] = write_report(cfg.output, cfg.storage, codecs=cfg.codecs, model_name=_model_info(cfg.model)["name"])
     return summary

@@ -16,9 +16,10 @@ import numpy as np
 
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
-from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
-
-__all__ = ["decode_images", "EncodeStage", "ReconstructStage", "ArchiveDecodeStage", "BaselineStage", "Batch", "rows_of", "batch_of"]
+__all__ = [
+    "decode_images", "EncodeStage", "ReconstructStage", "EncodeVerifyStage", "ArchiveDecodeStage", "BaselineStage",
+    "Batch", "rows_of", "batch_of",
+]
 
 Batch = dict[str, np.ndarray]
 ERROR_FIELDS = ("error_stage", "error_type", "error_message")
@@ -80,6 +81,20 @@ def pixels_of(row: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(int(row["height"]), int(row["width"]), 3)
 
 
+def load_codec(model: Any, device: str | None):
+    """One model per actor, single-threaded torch: Ray gives each actor its share of the cores.
+
+    ``model`` is a registered name or folder, or an already loaded codec (shared by stages
+    fused into one actor).
+    """
+    import torch
+
+    from oscar_model.codec import OscarCodec
+
+    torch.set_num_threads(1)
+    return model if isinstance(model, OscarCodec) else OscarCodec.from_pretrained(model, device=device)
+
+
 class EncodeStage:
     """Actor: loads the codec once, encodes every ok row at every requested rate.
 
@@ -87,13 +102,8 @@ class EncodeStage:
     that rate's own time: the cost of encoding at that rate alone).
     """
 
-    def __init__(self, model: str, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8) -> None:
-        import torch
-
-        from oscar_model.codec import OscarCodec
-
-        torch.set_num_threads(1)
-        self.codec = OscarCodec.from_pretrained(model, device=device)
+    def __init__(self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8) -> None:
+        self.codec = load_codec(model, device)
         self.points = self.codec.ladder.resolve_many(rates)
         self.batch_size = batch_size
 
@@ -132,15 +142,10 @@ class ReconstructStage:
     """
 
     def __init__(
-        self, model: str, device: str | None = None, images_uri: str | None = None, storage: Any = None,
+        self, model: Any, device: str | None = None, images_uri: str | None = None, storage: Any = None,
         batch_size: int = 8, keep_pixels: bool = False,
     ) -> None:
-        import torch
-
-        from oscar_model.codec import OscarCodec
-
-        torch.set_num_threads(1)
-        self.codec = OscarCodec.from_pretrained(model, device=device)
+        self.codec = load_codec(model, device)
         self.images_uri = images_uri
         self.storage = storage
         self.batch_size = batch_size
@@ -167,6 +172,9 @@ class ReconstructStage:
         return batch_of(rows, list(rows[0]) if rows else [])
 
     def _decode_group(self, rows: list[dict[str, Any]], members: list[tuple[int, int]]) -> None:
+        # Imported here: metrics pulls in torch, which read tasks (same module) must not pay for.
+        from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
+
         for start in range(0, len(members), self.batch_size):
             chunk = members[start : start + self.batch_size]
             t0 = time.perf_counter()
@@ -190,6 +198,26 @@ class ReconstructStage:
                     write_png(self.images_uri, f"{r['image_id']}_level{r['rate_levels'][j]}.png", image, self.storage)
 
 
+class EncodeVerifyStage:
+    """Actor: :class:`EncodeStage` then :class:`ReconstructStage` in one process, sharing one model.
+
+    Why fused: on a CPU box a pool of identical actors keeps every core busy on whole images,
+    with no hand-off of pixels between pools and no pool left idle while the other is the
+    bottleneck (decode + metrics cost about 3x encode). Separate pools remain the choice when
+    encode and decode want different hardware.
+    """
+
+    def __init__(
+        self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None,
+        images_uri: str | None = None, storage: Any = None, batch_size: int = 8, keep_pixels: bool = False,
+    ) -> None:
+        self.encode = EncodeStage(model, rates, device, batch_size)
+        self.reconstruct = ReconstructStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
+
+    def __call__(self, batch: Batch) -> Batch:
+        return self.reconstruct(self.encode(batch))
+
+
 class ArchiveDecodeStage:
     """Actor: decodes archived bitstream rows (one per image and level) back to pixels.
 
@@ -198,13 +226,8 @@ class ArchiveDecodeStage:
     is set. Adds ``from_level`` and ``archive_decode_ms``.
     """
 
-    def __init__(self, model: str, device: str | None = None, images_uri: str | None = None, storage: Any = None) -> None:
-        import torch
-
-        from oscar_model.codec import OscarCodec
-
-        torch.set_num_threads(1)
-        self.codec = OscarCodec.from_pretrained(model, device=device)
+    def __init__(self, model: Any, device: str | None = None, images_uri: str | None = None, storage: Any = None) -> None:
+        self.codec = load_codec(model, device)
         self.images_uri = images_uri
         self.storage = storage
 
@@ -244,6 +267,7 @@ class BaselineStage:
         import json
 
         from .baselines import decode_classic, match_bpp
+        from .metrics import ms_ssim_rgb, psnr
 
         rows = rows_of(batch)
         for r in rows:

@@ -98,7 +98,7 @@ def table_rows(
                  "ms_ssim": b["ms_ssim"], "lpips": None, "dists": None, "encode_ms": b["encode_ms"],
                  "decode_ms": b["decode_ms"], "reference": "source"}
             )
-        if r.get("archive_decode_ms") is not None and not r.get("rate_levels"):
+        if r.get("archive_decode_ms") is not None and len(r.get("rate_levels", ())) == 0:  # decode only, no transcode
             out["metrics"].append(
                 {"image_id": r["image_id"], "source_uri": r["source_uri"], "codec": codec_name,
                  "rate_level": int(r["from_level"]), "setting": "redecode", "width": w, "height": h,
@@ -201,3 +201,9 @@ def read_table(output_uri: str, table: str, storage: StorageOptions | None = Non
     if not files:
         return TABLES[table].empty_table()
     return pa.concat_tables([pq.read_table(f, filesystem=filesystem, schema=TABLES[table]) for f in files])
+
+
+def read_parts(batch: dict[str, np.ndarray], output_uri: str, table: str, storage: StorageOptions | None = None) -> pa.Table:
+    """A batch of committed part paths -> their rows (a Ray Data map over part paths)."""
+    filesystem, _ = resolve(output_uri, storage)
+    return pa.concat_tables([pq.read_table(str(f), filesystem=filesystem, schema=TABLES[table]) for f in batch["part"]])

@@ -13,7 +13,6 @@ from PIL import Image
 
 from pipeline.schema import BITSTREAMS, ERRORS, METRICS
 
-pytestmark = pytest.mark.slow
 BUCKET = "corpus"
 
 

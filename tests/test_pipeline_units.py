@@ -1,0 +1,42 @@
+"""Pipeline pieces that need no Ray cluster: table rows and the actor CPU budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.build import ActorConfig, check_actor_budget
+from pipeline.writer import table_rows
+
+
+def _transcoded_row(levels: np.ndarray) -> dict:
+    return {
+        "status": "ok", "image_id": "abc", "source_uri": "s3://b/a.png", "width": 16, "height": 8,
+        "from_level": 5, "archive_decode_ms": 3.0, "rate_levels": levels,
+        "bitstreams": np.array([b"x" * 4] * len(levels), dtype=object), "encode_ms": np.array([1.0] * len(levels)),
+        "psnr": np.array([20.0] * len(levels)), "ms_ssim": np.array([0.8] * len(levels)),
+        "lpips": np.array([None] * len(levels)), "decode_ms": np.array([2.0] * len(levels)),
+    }
+
+
+def test_transcode_to_level_zero_is_not_mistaken_for_decode_only():
+    # Ray hands list columns back as numpy arrays: array([0]) is falsy, which once turned a
+    # transcode to level 0 into an extra "redecode" metrics row.
+    out = table_rows([_transcoded_row(np.array([0]))], "oscar-test", "00", {0: 0.03, 5: 0.25}, "archive level {from_level}")
+    assert [(m["rate_level"], m["setting"], m["reference"]) for m in out["metrics"]] == [(0, "level 0", "archive level 5")]
+    assert len(out["bitstreams"]) == 1 and out["bitstreams"][0]["bpp"] == pytest.approx(8 * 4 / (16 * 8))
+
+
+def test_decode_only_row_gets_a_redecode_metrics_row():
+    out = table_rows([_transcoded_row(np.array([], dtype=int))], "oscar-test", "00", {}, "archive level {from_level}")
+    assert [(m["rate_level"], m["setting"], m["decode_ms"]) for m in out["metrics"]] == [(5, "redecode", 3.0)]
+    assert out["bitstreams"] == []
+
+
+def test_actor_pools_must_leave_cpu_for_reads(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    check_actor_budget([ActorConfig(max_actors=2, num_cpus=0.25), ActorConfig(max_actors=2, num_cpus=0.25)])
+    with pytest.raises(ValueError, match="lower --actors or --actor-cpus"):
+        check_actor_budget([ActorConfig(max_actors=2, num_cpus=0.5), ActorConfig(max_actors=2, num_cpus=0.5)])
