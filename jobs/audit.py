@@ -4,6 +4,8 @@ Usage:
     python -m jobs.audit --input s3://bucket/photos --output s3://bucket/audit \
         --codecs oscar-tiny,jpeg,webp,avif --rates 0.03,0.125
 
+With no --input it audits scikit-image's sample photos (none of them in Kodak or BSDS500).
+
 Per-image metrics go to metrics/ (one row per image, codec and level); summary.json, rd.png
 and report.html (one page: plot + table) are written under --output. Reruns resume.
 """
@@ -19,6 +21,7 @@ from jobs.common import (
     log_config,
     parse_rates,
     print_summary,
+    sample_photos_dir,
     setup_logging,
     storage,
 )
@@ -27,7 +30,7 @@ from pipeline.build import AuditConfig, run_audit
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m jobs.audit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", required=True)
+    p.add_argument("--input", default=None, help="URI prefix or manifest (default: scikit-image's sample photos)")
     p.add_argument("--output", required=True)
     p.add_argument("--codecs", default="oscar-tiny,jpeg,webp,avif")
     p.add_argument("--rates", default=None)
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     log = setup_logging()
     actors = actor_config(args)
-    cfg = AuditConfig(input=args.input, output=args.output, codecs=tuple(c.strip() for c in args.codecs.split(",")),
+    cfg = AuditConfig(input=args.input or sample_photos_dir(), output=args.output, codecs=tuple(c.strip() for c in args.codecs.split(",")),
                       rates=parse_rates(args.rates), model=args.model, device=args.device, fused=not args.separate_pools, encode=actors, decode=actor_config(args, decode=True),
                       storage=storage(args))
     log_config(log, cfg)
