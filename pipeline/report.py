@@ -16,7 +16,12 @@ __all__ = ["summarize_metrics", "rd_plot_png", "write_report"]
 
 
 def summarize_metrics(rows: list[dict[str, Any]], codecs: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Mean bpp / PSNR / MS-SSIM / times per (codec, OSCAR level), over images."""
+    """Mean bpp / PSNR / MS-SSIM / times per (codec, OSCAR level).
+
+    Means are over the images the codec reached (file at or below OSCAR's bpp); the others are
+    counted in ``unreached``: their files are bigger than the target, and averaging them in
+    would credit the codec with quality bought by extra bits.
+    """
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in rows:
         if r["bpp"] is None or (codecs and r["codec"] not in codecs and not any(c.startswith("oscar") for c in [r["codec"]])):
@@ -28,13 +33,14 @@ def summarize_metrics(rows: list[dict[str, Any]], codecs: tuple[str, ...] | None
         return round(sum(vals) / len(vals), 5) if vals else None
 
     out = []
-    for (codec, level), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    for (codec, level), all_rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        rs = [r for r in all_rows if "cannot reach" not in (r["setting"] or "")]
         out.append({
             "codec": codec, "rate_level": level, "images": len(rs),
             "bpp": mean([r["bpp"] for r in rs]), "psnr": mean([r["psnr"] for r in rs]),
             "ms_ssim": mean([r["ms_ssim"] for r in rs]), "lpips": mean([r["lpips"] for r in rs]),
             "encode_ms": mean([r["encode_ms"] for r in rs]), "decode_ms": mean([r["decode_ms"] for r in rs]),
-            "unreached": sum("cannot reach" in (r["setting"] or "") for r in rs),
+            "unreached": len(all_rows) - len(rs),
         })
     return out
 
@@ -100,7 +106,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><b
 <h1>Audit: {html.escape(model_name)} against {html.escape(', '.join(c for c in codecs if not c.startswith('oscar')))}</h1>
 <p>{images} images, {errors} unreadable files (see errors/). Classical codecs are matched per image to the bpp
 {html.escape(model_name)} reached at each level (highest quality at or below it); "unreached" counts images where a codec
-cannot go that low. All metrics are computed against each image's own original, on RGB.</p>
+cannot go that low; its means are over the images it reached. All metrics are computed against each image's own original, on RGB.</p>
 <img src="data:image/png;base64,{base64.b64encode(png).decode()}" width="100%">
 {_html_table(summary)}
 </body></html>"""
