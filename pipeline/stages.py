@@ -31,9 +31,17 @@ def rows_of(batch: Batch) -> list[dict[str, Any]]:
 
 
 def batch_of(rows: list[dict[str, Any]], columns: list[str]) -> Batch:
+    """Rows -> a numpy batch. Error columns hold "" (never None) on ok rows.
+
+    Why: Ray types an all-None column of one block as null or float, and then cannot
+    concatenate it with another block whose same column holds strings (an actor's bundle of
+    an all-ok block and a block with an error row failed with "string vs float").
+    """
     out: Batch = {}
     for c in columns:
         values = [r.get(c) for r in rows]
+        if c in ERROR_FIELDS:
+            values = ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
         out[c] = arr

@@ -71,8 +71,8 @@ def table_rows(
     for r in rows:
         if r.get("status") != "ok":
             out["errors"].append(
-                {"source_uri": r["source_uri"], "image_id": r.get("image_id"), "stage": r.get("error_stage"),
-                 "error_type": r.get("error_type"), "message": r.get("error_message")}
+                {"source_uri": r["source_uri"], "image_id": r.get("image_id"), "stage": r.get("error_stage") or None,
+                 "error_type": r.get("error_type") or None, "message": r.get("error_message") or None}
             )
             continue
         w, h = int(r["width"]), int(r["height"])

@@ -82,3 +82,34 @@ def test_a_crashed_actor_is_restarted_and_its_batch_retried(tmp_path):
         cloudpickle.unregister_pickle_by_value(me)
         if started_here:
             ray.shutdown()
+
+
+def test_error_columns_are_always_strings():
+    """An all-ok block must not type its error columns as null/float: Ray could not merge it
+    with a block holding an error row ("string vs float" in an actor's bundle)."""
+    import pyarrow as pa
+
+    from pipeline.stages import batch_of, decode_images
+
+    ok_only = decode_images({"bytes": np.array([_png_bytes()], dtype=object), "path": np.array(["a.png"], dtype=object)})
+    with_error = decode_images({"bytes": np.array([b"junk"], dtype=object), "path": np.array(["b.png"], dtype=object)})
+    for column in ("error_stage", "error_type", "error_message"):
+        assert pa.array(list(ok_only[column])).type == pa.string()
+        assert pa.array(list(with_error[column])).type == pa.string()
+    assert list(ok_only["error_stage"]) == [""] and list(with_error["error_stage"]) == ["read"]
+    # NaN (what a null column comes back as) is normalised too.
+    assert list(batch_of([{"error_type": float("nan")}], ["error_type"])["error_type"]) == [""]
+    # ...and the errors table still gets nulls, not empty strings, where a field is unknown.
+    row = {"status": "error", "source_uri": "u", "image_id": None, "error_stage": "read", "error_type": "", "error_message": "m"}
+    (err,) = table_rows([row], "oscar-test", "00", {})["errors"]
+    assert err["stage"] == "read" and err["error_type"] is None and err["message"] == "m"
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
