@@ -18,10 +18,10 @@ import argparse
 import sys
 
 from jobs.common import (
-    actor_config,
     add_common,
     log_config,
     parse_rates,
+    pool_options,
     print_summary,
     sample_photos_dir,
     setup_logging,
@@ -44,7 +44,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = setup_logging()
-    actors = actor_config(args)
     cfg = ArchiveConfig(
         input=args.input or sample_photos_dir(),
         output=args.output,
@@ -53,10 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         verify=not args.no_verify,
         images=args.images,
         device=args.device,
-        fused=not args.separate_pools,
-        encode=actors,
-        decode=actor_config(args, decode=True),
         storage=storage(args),
+        **pool_options(args),
     )
     log_config(log, cfg)
     summary = run_archive(cfg, progress=not args.quiet)

@@ -16,10 +16,10 @@ import argparse
 import sys
 
 from jobs.common import (
-    actor_config,
     add_common,
     log_config,
     parse_rates,
+    pool_options,
     print_summary,
     sample_photos_dir,
     setup_logging,
@@ -37,10 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common(p)
     args = p.parse_args(argv)
     log = setup_logging()
-    actors = actor_config(args)
     cfg = AuditConfig(input=args.input or sample_photos_dir(), output=args.output, codecs=tuple(c.strip() for c in args.codecs.split(",")),
-                      rates=parse_rates(args.rates), model=args.model, device=args.device, fused=not args.separate_pools, encode=actors, decode=actor_config(args, decode=True),
-                      storage=storage(args))
+                      rates=parse_rates(args.rates), model=args.model, device=args.device, storage=storage(args),
+                      **pool_options(args))
     log_config(log, cfg)
     summary = run_audit(cfg, progress=not args.quiet)
     print_summary("audit", cfg.output, summary)

@@ -47,6 +47,11 @@ def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
     return ActorConfig(min_actors=n, max_actors=n, num_cpus=args.actor_cpus, num_gpus=args.actor_gpus, batch_size=args.batch_size)
 
 
+def pool_options(args: argparse.Namespace) -> dict:
+    """The actor-pool fields every job config shares: fused or separate pools, and their sizes."""
+    return {"fused": not args.separate_pools, "encode": actor_config(args), "decode": actor_config(args, decode=True)}
+
+
 def storage(args: argparse.Namespace) -> StorageOptions:
     return StorageOptions(endpoint_url=args.endpoint_url, region=args.region)
 

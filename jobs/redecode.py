@@ -15,10 +15,10 @@ import argparse
 import sys
 
 from jobs.common import (
-    actor_config,
     add_common,
     log_config,
     parse_rates,
+    pool_options,
     print_summary,
     setup_logging,
     storage,
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.images and not args.rates:
         p.error("nothing to do: give --images and/or --rates")
     log = setup_logging()
-    actors = actor_config(args)
     cfg = RedecodeConfig(archive=args.archive, output=args.output, rates=parse_rates(args.rates), from_level=args.from_level,
-                         images=args.images, model=args.model, device=args.device, fused=not args.separate_pools, encode=actors, decode=actor_config(args, decode=True), storage=storage(args))
+                         images=args.images, model=args.model, device=args.device, storage=storage(args),
+                         **pool_options(args))
     log_config(log, cfg)
     print_summary("redecode", cfg.output, run_redecode(cfg, progress=not args.quiet))
     return 0

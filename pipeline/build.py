@@ -279,9 +279,11 @@ def _finish(job: str, cfg, model: dict[str, Any], rows: list[dict[str, Any]], to
     return summary
 
 
-def _images_job(job: str, cfg, build, pools, progress: bool) -> dict[str, Any]:
+def _images_job(
+    job: str, cfg, build, pools: list[ActorConfig], progress: bool, model: dict[str, Any] | None = None
+) -> dict[str, Any]:
     t0 = time.time()
-    model = _model_info(cfg.model)
+    model = model or _model_info(cfg.model)
     uris = source_uris(cfg.input, cfg.storage)
     removed = clean_uncommitted(cfg.output, cfg.storage)
     done = committed_uris(cfg.output, cfg.storage)
@@ -289,7 +291,7 @@ def _images_job(job: str, cfg, build, pools, progress: bool) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     if todo:
         init_ray()
-        check_actor_budget(pools(cfg))
+        check_actor_budget(pools)
         rows, seen = _execute(build(cfg, todo, model), todo, job, progress)
         missing = sorted(set(todo) - seen)
         if missing:
@@ -299,7 +301,7 @@ def _images_job(job: str, cfg, build, pools, progress: bool) -> dict[str, Any]:
 
 def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) an archive job and writes ``run_manifest.json``; returns the summary."""
-    return _images_job("archive", cfg, build_archive, lambda c: _pools(c, c.verify), progress)
+    return _images_job("archive", cfg, build_archive, _pools(cfg, cfg.verify), progress)
 
 
 # ---------------------------------------------------------------------------- redecode
@@ -424,15 +426,13 @@ def build_audit(cfg: AuditConfig, uris: list[str], model: dict[str, Any]):
     classic = tuple(c for c in cfg.codecs if c in CLASSIC_CODECS)
     ds = read_images(uris, cfg.storage, cfg.read_batch_size)
     ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None, keep_pixels=True)
-    ds = ds.map_batches(BaselineStage, fn_constructor_kwargs={"codecs": classic},
-                        compute=ray_tasks(), num_cpus=cfg.baseline_cpus, batch_size=cfg.encode.batch_size)
+    ds = _actor_map(ds, BaselineStage, _baseline_pool(cfg), codecs=classic)
     return write_results(ds, cfg, model)
 
 
-def ray_tasks():
-    import ray
-
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=1)
+def _baseline_pool(cfg: AuditConfig) -> ActorConfig:
+    """One CPU actor for the classical codecs (they are fast; Pillow holds no model)."""
+    return ActorConfig(num_cpus=cfg.baseline_cpus, batch_size=cfg.encode.batch_size)
 
 
 def run_audit(cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
@@ -445,7 +445,7 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
     missing = [c for c in cfg.codecs if c in CLASSIC_CODECS and c not in available_codecs()]
     if missing:
         raise ValueError(f"this Pillow build cannot encode {missing}")
-    baseline = ActorConfig(num_cpus=cfg.baseline_cpus)
-    summary = _images_job("audit", cfg, build_audit, lambda c: [*_pools(c, True), baseline], progress)
-    summary["report"] = write_report(cfg.output, cfg.storage, codecs=cfg.codecs, model_name=_model_info(cfg.model)["name"])
+    model = _model_info(cfg.model)
+    summary = _images_job("audit", cfg, build_audit, [*_pools(cfg, True), _baseline_pool(cfg)], progress, model)
+    summary["report"] = write_report(cfg.output, cfg.storage, codecs=cfg.codecs, model_name=model["name"])
     return summary

@@ -200,10 +200,14 @@ def read_table(output_uri: str, table: str, storage: StorageOptions | None = Non
     files = committed_files(output_uri, table, storage)
     if not files:
         return TABLES[table].empty_table()
-    return pa.concat_tables([pq.read_table(f, filesystem=filesystem, schema=TABLES[table]) for f in files])
+    return _concat_parts(files, filesystem, table)
 
 
 def read_parts(batch: dict[str, np.ndarray], output_uri: str, table: str, storage: StorageOptions | None = None) -> pa.Table:
     """A batch of committed part paths -> their rows (a Ray Data map over part paths)."""
     filesystem, _ = resolve(output_uri, storage)
-    return pa.concat_tables([pq.read_table(str(f), filesystem=filesystem, schema=TABLES[table]) for f in batch["part"]])
+    return _concat_parts([str(f) for f in batch["part"]], filesystem, table)
+
+
+def _concat_parts(paths: list[str], filesystem: pafs.FileSystem, table: str) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p, filesystem=filesystem, schema=TABLES[table]) for p in paths])
