@@ -6,7 +6,8 @@ Usage:
 
 Stages run in order (``--stages`` picks a subset): 0 autoencoder, 1 hyper-encoders,
 calib (rate -> pseudo-timestep), 2 denoiser, 2b refine (stage 2 at a lower learning rate,
-weighted to the levels and the metric users compare), stats (entropy tables), export. Every stage
+weighted to the levels and the metric users compare), 2c polish (weighted harder still to the
+top levels), stats (entropy tables), export. Every stage
 checkpoints into ``--workdir`` every few minutes; running the same command again resumes
 where it stopped and skips finished stages.
 """
@@ -33,6 +34,7 @@ from oscar_model.train.stages import (
     HyperEncoderStageConfig,
     calibrate_timesteps,
     index_statistics,
+    polish_config,
     refine_config,
     train_autoencoder,
     train_denoiser,
@@ -40,7 +42,8 @@ from oscar_model.train.stages import (
 )
 
 log = logging.getLogger("oscar.train")
-ALL_STAGES = ("0", "1", "calib", "2", "2b", "stats", "export")
+ALL_STAGES = ("0", "1", "calib", "2", "2b", "2c", "stats", "export")
+DENOISER_STAGES = ("stage2c", "stage2b", "stage2")  # latest first
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dn-steps", type=int, default=2000)
     p.add_argument("--rf-minutes", type=float, default=60.0, help="stage 2b (refine) wall budget")
     p.add_argument("--rf-steps", type=int, default=8000)
+    p.add_argument("--po-minutes", type=float, default=80.0, help="stage 2c (high-rate polish) wall budget")
+    p.add_argument("--po-steps", type=int, default=12000)
     p.add_argument("--export", default="oscar_model/weights/oscar-tiny", help="where the final model is written")
     return p.parse_args(argv)
 
@@ -140,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
 
     denoiser_stage("stage2", "codec_calibrated", DenoiserStageConfig(), args.dn_steps, args.dn_minutes, args.seed + 2)
     denoiser_stage("stage2b", "codec_stage2", refine_config(), args.rf_steps, args.rf_minutes, args.seed + 3)
+    denoiser_stage("stage2c", "codec_stage2b", polish_config(), args.po_steps, args.po_minutes, args.seed + 4)
 
     if "stats" in stages and not finished("codec_final", "index_statistics"):
         t0 = time.time()
-        codec = load("codec_stage2b" if (workdir / "codec_stage2b").exists() else "codec_stage2")
+        codec = load(next(f"codec_{k}" for k in DENOISER_STAGES if (workdir / f"codec_{k}").exists()))
         summary = index_statistics(codec, sampler_full or CropSampler(paths, 32, seed=args.seed), device)
         codec.save_pretrained(workdir / "codec_final")
         record("index_statistics", summary, t0)

@@ -8,13 +8,13 @@ unsigned LEB128 (7 bits a byte, low group first, high bit = more follows).
     4       1     format version (1)
     5       4     model id: first 4 bytes of SHA-256 over the model's weights
     9       1     rate level (index into the model's ladder)
-    10      1     flags: bits 0-1 payload coding (0 fixed-length, 1 rANS); other bits 0
+    10      1     flags: bits 0-1 payload coding (0 fixed-length, 1 rANS, 2 context rANS); other bits 0
     11      var   original image height, varint
     ..      var   original image width, varint
     ..      1     C, number of latent channels
     ..      C     per-channel RMS of the original latent, u8 q: rms = 2 ** ((q - 128) / 20)
     ..      var   payload length n in bytes, varint
-    ..      n     payload: the VQ indices, group-major then row-major
+    ..      n     payload: the VQ indices, group-major then row-major (context rANS: anti-diagonals)
     end-4   4     CRC-32 (zlib) of every byte before it
 
 A 768x512 stream at level 0 has a 24-byte frame around its payload.
@@ -32,6 +32,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CODING_FIXED",
     "CODING_RANS",
+    "CODING_CONTEXT",
     "BitstreamError",
     "Container",
     "pack",
@@ -44,7 +45,8 @@ MAGIC = b"OSCR"
 FORMAT_VERSION = 1
 CODING_FIXED = 0
 CODING_RANS = 1
-_CODINGS = {CODING_FIXED: "fixed", CODING_RANS: "rans"}
+CODING_CONTEXT = 2
+_CODINGS = {CODING_FIXED: "fixed", CODING_RANS: "rans", CODING_CONTEXT: "rans-context"}
 RMS_STEPS_PER_OCTAVE = 20
 RMS_ZERO_CODE = 128
 

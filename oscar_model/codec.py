@@ -32,7 +32,7 @@ from torch.nn import functional as F
 from .autoencoder import load_autoencoder
 from .bitstream import BitstreamError, Container, dequantize_rms, pack, quantize_rms, unpack
 from .denoiser import denoiser_stride, predict_clean_latent
-from .entropy import decode_indices, encode_indices
+from .entropy import ContextModel, decode_indices, encode_indices
 from .hyper_encoder import HyperEncoder
 from .images import ImageLike, to_rgb_array
 from .rates import RateLadder, RateLike, RatePoint
@@ -107,6 +107,7 @@ class OscarCodec(nn.Module):
         hyper_encoders: Sequence[HyperEncoder],
         denoiser: nn.Module,
         entropy_tables: dict[int, np.ndarray] | None = None,
+        context_models: dict[int, ContextModel] | None = None,
     ) -> None:
         super().__init__()
         if len(hyper_encoders) != len(config.ladder):
@@ -123,6 +124,7 @@ class OscarCodec(nn.Module):
         self.hyper_encoders = nn.ModuleList(hyper_encoders)
         self.denoiser = denoiser
         self.entropy_tables: dict[int, np.ndarray] = dict(entropy_tables or {})
+        self.context_models: dict[int, ContextModel] = dict(context_models or {})
         self._model_hash: str | None = None
 
     # ------------------------------------------------------------------ persistence
@@ -135,10 +137,15 @@ class OscarCodec(nn.Module):
         hes = [HyperEncoder.from_pretrained(str(path / "hyper_encoders" / f"level_{p.index}"), low_cpu_mem_usage=False) for p in config.ladder]
         unet = UNet2DModel.from_pretrained(str(path / "denoiser"), low_cpu_mem_usage=False)
         tables: dict[int, np.ndarray] = {}
+        contexts: dict[int, ContextModel] = {}
         if (path / ENTROPY_TABLES_NAME).exists():
             raw = load_numpy(str(path / ENTROPY_TABLES_NAME))
-            tables = {int(k.split("_")[1]): v for k, v in raw.items()}
-        codec = cls(config, ae, hes, unet, tables)
+            tables = {int(k.split("_")[1]): v for k, v in raw.items() if "." not in k}
+            for p in config.ladder:
+                model = ContextModel.from_tensors(raw, f"level_{p.index}")
+                if model is not None:
+                    contexts[p.index] = model
+        codec = cls(config, ae, hes, unet, tables, contexts)
         return codec.to(torch.device(device) if device else default_device()).eval()
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -148,12 +155,16 @@ class OscarCodec(nn.Module):
         for p, he in zip(self.config.ladder, self.hyper_encoders):
             he.save_pretrained(path / "hyper_encoders" / f"level_{p.index}")
         self.denoiser.save_pretrained(path / "denoiser")
-        if self.entropy_tables:
-            save_numpy(
-                {f"level_{k}": np.ascontiguousarray(v, dtype=np.float64) for k, v in self.entropy_tables.items()},
-                str(path / ENTROPY_TABLES_NAME),
-            )
+        if self.entropy_tables or self.context_models:
+            save_numpy(self._entropy_tensors(), str(path / ENTROPY_TABLES_NAME))
         (path / CONFIG_NAME).write_text(self.config.to_json())
+
+    def _entropy_tensors(self) -> dict[str, np.ndarray]:
+        """Everything the entropy coder reads, under its safetensors key."""
+        out = {f"level_{k}": np.ascontiguousarray(v, dtype=np.float64) for k, v in self.entropy_tables.items()}
+        for k, model in self.context_models.items():
+            out.update(model.tensors(f"level_{k}"))
+        return out
 
     # ------------------------------------------------------------------ identity
     @property
@@ -168,6 +179,10 @@ class OscarCodec(nn.Module):
                 h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
             for k in sorted(self.entropy_tables):
                 h.update(np.ascontiguousarray(self.entropy_tables[k], dtype=np.float64).tobytes())
+            for k in sorted(self.context_models):
+                for name, t in self.context_models[k].tensors(f"level_{k}").items():
+                    h.update(name.encode())
+                    h.update(t.tobytes())
             self._model_hash = h.hexdigest()
         return self._model_hash
 
@@ -286,7 +301,8 @@ class OscarCodec(nn.Module):
 
     def _pack(self, codes: np.ndarray, point: RatePoint, h: int, w: int, rms: np.ndarray) -> bytes:
         coding, payload = encode_indices(
-            codes.reshape(point.groups, -1), point.codebook_size, self.entropy_tables.get(point.index)
+            codes.reshape(point.groups, -1), point.codebook_size, self.entropy_tables.get(point.index),
+            self.context_models.get(point.index), codes.shape[-2:],
         )
         return pack(Container(self.model_id, point.index, coding, h, w, quantize_rms(rms), payload))
 
@@ -307,8 +323,10 @@ class OscarCodec(nn.Module):
     def _indices(self, c: Container, point: RatePoint) -> np.ndarray:
         ph, pw = (-(-c.height // self.stride) * self.stride, -(-c.width // self.stride) * self.stride)
         gh, gw = point.grid(ph, pw)
-        table = self.entropy_tables.get(point.index)
-        flat = decode_indices(c.payload, c.coding, point.groups, gh * gw, point.codebook_size, table)
+        flat = decode_indices(
+            c.payload, c.coding, point.groups, gh * gw, point.codebook_size,
+            self.entropy_tables.get(point.index), self.context_models.get(point.index), (gh, gw),
+        )
         return flat.reshape(point.groups, gh, gw)
 
     @torch.inference_mode()

@@ -29,7 +29,28 @@ def make_tiny_codec(seed: int = 0, name: str = "oscar-test"):
     codec.entropy_tables = {
         p.index: counts_to_table(rng.integers(0, 50, size=(p.groups, p.codebook_size))) for p in codec.ladder
     }
+    codec.context_models = fit_context_models(codec)
     return codec
+
+
+def fit_context_models(codec) -> dict:
+    """Context models fitted to the codec's own indices on four photos (so they win on photos)."""
+    from skimage import data
+
+    from oscar_model.entropy import ContextModel
+    from oscar_model.train.stages import CONTEXT_MAX_CODES
+
+    grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
+    with torch.inference_mode():
+        for im in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket()):
+            z = codec.encode_latents(codec._to_tensor([im[:256, :256].copy()]))
+            for p in codec.ladder:
+                grids[p.index].append(codec.hyper_encoders[p.index].encode(z)[0].numpy())
+    return {
+        p.index: ContextModel.fit(grids[p.index], p.codebook_size)
+        for p in codec.ladder
+        if p.codebook_size <= CONTEXT_MAX_CODES
+    }
 
 
 @pytest.fixture(scope="session")

@@ -120,7 +120,28 @@ def test_bpp_counts_every_byte(tiny_codec, photo):
 
 def test_entropy_coding_is_used_and_decodes(tiny_codec, photo):
     codings = {unpack(s).coding_name for s in tiny_codec.encode([photo], list(range(6)))[0]}
-    assert codings <= {"rans", "fixed"} and codings
+    assert codings <= {"rans-context", "rans", "fixed"}
+    assert "rans-context" in codings
+
+
+def test_save_load_keeps_context_models(tiny_codec, tiny_model_dir):
+    again = OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
+    assert set(again.context_models) == set(tiny_codec.context_models) and again.context_models
+    for k, model in tiny_codec.context_models.items():
+        np.testing.assert_array_equal(again.context_models[k].left, model.left)
+        np.testing.assert_array_equal(again.context_models[k].weights, model.weights)
+
+
+def test_context_models_change_the_model_id(tiny_codec):
+    saved = tiny_codec.context_models
+    try:
+        tiny_codec.context_models = {}
+        tiny_codec.invalidate_hash()
+        without = tiny_codec.model_id
+    finally:
+        tiny_codec.context_models = saved
+        tiny_codec.invalidate_hash()
+    assert without != tiny_codec.model_id
 
 
 def test_corrupt_streams_raise_typed_errors(tiny_codec, photo):

@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from oscar_model.bitstream import CODING_FIXED, CODING_RANS, BitstreamError
-from oscar_model.entropy import counts_to_table, decode_indices, encode_indices
+from oscar_model.bitstream import CODING_CONTEXT, CODING_FIXED, CODING_RANS, BitstreamError
+from oscar_model.entropy import (
+    ContextModel,
+    counts_to_table,
+    decode_indices,
+    encode_indices,
+    wavefront,
+)
 
 
 def skewed(groups: int, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -59,3 +65,76 @@ def test_bad_payloads_raise_typed_errors():
         decode_indices(b"\x00" * 3, CODING_FIXED, 1, 200, 256, None)
     with pytest.raises(BitstreamError):
         decode_indices(payload, CODING_RANS, 1, 200, 256, None)
+
+
+def correlated_grids(n: int, groups: int, k: int, h: int = 12, w: int = 20, seed: int = 0) -> list[np.ndarray]:
+    """Index grids like a VQ's on photos: each index mostly repeats its left or upper
+    neighbour, and group g > 0 mostly follows group g - 1 through a fixed permutation."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(k)
+    grids = []
+    for _ in range(n):
+        grid = np.zeros((groups, h, w), dtype=np.int64)
+        for i in range(h):
+            for j in range(w):
+                r = rng.random()
+                if r < 0.45 and j:
+                    grid[0, i, j] = grid[0, i, j - 1]
+                elif r < 0.8 and i:
+                    grid[0, i, j] = grid[0, i - 1, j]
+                else:
+                    grid[0, i, j] = rng.integers(k)
+        for g in range(1, groups):
+            follow = rng.random((h, w)) < 0.7
+            grid[g] = np.where(follow, perm[grid[g - 1]], rng.integers(0, k, (h, w)))
+        grids.append(grid)
+    return grids
+
+
+def test_wavefront_visits_every_position_once_after_its_neighbours():
+    order = np.concatenate(wavefront(5, 7))
+    assert sorted(order.tolist()) == list(range(35))
+    seen = np.full(35, -1)
+    seen[order] = np.arange(35)
+    for pos in range(35):
+        i, j = divmod(pos, 7)
+        if j:
+            assert seen[pos - 1] < seen[pos]
+        if i:
+            assert seen[pos - 7] < seen[pos]
+
+
+@pytest.mark.parametrize("groups,k", [(1, 16), (2, 64), (2, 256)])
+def test_context_coding_round_trips_and_beats_order0(groups, k):
+    train = correlated_grids(40, groups, k)
+    model = ContextModel.fit(train, k)
+    table = counts_to_table(sum(np.stack([np.bincount(t[g].ravel(), minlength=k) for g in range(groups)]) for t in train))
+    test = correlated_grids(3, groups, k, seed=7)
+    for grid in test:
+        flat = grid.reshape(groups, -1)
+        coding, payload = encode_indices(flat, k, table, model, grid.shape[1:])
+        assert coding == CODING_CONTEXT
+        _, order0 = encode_indices(flat, k, table)
+        assert len(payload) < 0.9 * len(order0)
+        decoded = decode_indices(payload, coding, groups, flat.shape[1], k, table, model, grid.shape[1:])
+        np.testing.assert_array_equal(decoded, flat)
+    assert model.bits(test) < np.log2(k)
+    if groups > 1:
+        assert model.weights[1, 2] > 0.3  # group 1 leans on group 0, as generated
+    assert model.weights[0, 2] == 0 and np.allclose(model.weights.sum(axis=1), 1)
+
+
+def test_context_coded_payloads_fail_with_typed_errors():
+    grids = correlated_grids(6, 2, 64)
+    model = ContextModel.fit(grids, 64)
+    flat = grids[0].reshape(2, -1)
+    coding, payload = encode_indices(flat, 64, None, model, grids[0].shape[1:])
+    assert coding == CODING_CONTEXT
+    with pytest.raises(BitstreamError):
+        decode_indices(payload[:-4], coding, 2, flat.shape[1], 64, None, model, grids[0].shape[1:])
+    with pytest.raises(BitstreamError):
+        decode_indices(payload + b"\x00\x00\x00\x01", coding, 2, flat.shape[1], 64, None, model, grids[0].shape[1:])
+    with pytest.raises(BitstreamError, match="no context model"):
+        decode_indices(payload, coding, 2, flat.shape[1], 64, None, None, grids[0].shape[1:])
+    with pytest.raises(BitstreamError, match="does not match"):
+        decode_indices(payload, coding, 2, flat.shape[1], 32, None, model, grids[0].shape[1:])
