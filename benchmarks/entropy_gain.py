@@ -1,0 +1,67 @@
+"""What context rANS buys: payload bytes of each level's Kodak indices under every coding.
+
+Usage: python benchmarks/entropy_gain.py [--model oscar-tiny] [--kodak ../shared/datasets/kodak]
+
+Codes the same indices three ways (fixed-length, rANS under the order-0 table, context rANS)
+and prints a table; writes benchmarks/results/entropy_gain.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from oscar_model.codec import OscarCodec
+from oscar_model.entropy import _encode_context, _encode_fixed, _encode_rans
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="oscar-tiny")
+    p.add_argument("--kodak", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kodak"))
+    args = p.parse_args()
+    codec = OscarCodec.from_pretrained(args.model, device="cpu")
+    files = sorted(Path(args.kodak).glob("*.png"))
+    if not files:
+        raise SystemExit(f"no PNGs in {args.kodak}")
+    totals = {q.index: {"fixed": 0, "order0": 0, "context": 0, "pixels": 0} for q in codec.ladder}
+    for f in files:
+        x = codec._to_tensor([np.asarray(Image.open(f).convert("RGB"))])
+        with torch.inference_mode():
+            z = codec.encode_latents(x)
+        for q in codec.ladder:
+            with torch.inference_mode():
+                grid = codec.hyper_encoders[q.index].encode(z)[0].numpy()
+            flat = grid.reshape(q.groups, -1)
+            t = totals[q.index]
+            t["pixels"] += x.shape[-1] * x.shape[-2]
+            t["fixed"] += len(_encode_fixed(flat, q.codebook_size))
+            order0 = len(_encode_rans(flat, codec.entropy_tables[q.index]))
+            model = codec.context_models.get(q.index)
+            t["order0"] += order0
+            t["context"] += len(_encode_context(grid, model)) if model else order0
+    rows = []
+    print("| level | fixed bpp | order-0 rANS bpp | context rANS bpp | saving vs order-0 |")
+    print("|---|---|---|---|---|")
+    for k, t in totals.items():
+        bpp = {c: 8 * t[c] / t["pixels"] for c in ("fixed", "order0", "context")}
+        saving = 1 - t["context"] / t["order0"]
+        rows.append({"level": k, **{f"{c}_payload_bpp": round(v, 5) for c, v in bpp.items()}, "saving": round(saving, 4)})
+        ctx = f"{bpp['context']:.4f}" if k in codec.context_models else "(no context model)"
+        print(f"| {k} | {bpp['fixed']:.4f} | {bpp['order0']:.4f} | {ctx} | {100 * saving:.1f}% |")
+    RESULTS.mkdir(exist_ok=True)
+    out = {"model": args.model, "model_id": codec.model_id.hex(), "images": len(files), "payload_only": True,
+           "levels": rows, "command": "python benchmarks/entropy_gain.py"}
+    (RESULTS / "entropy_gain.json").write_text(json.dumps(out, indent=1))
+    print(f"wrote {RESULTS / 'entropy_gain.json'}")
+
+
+if __name__ == "__main__":
+    main()
