@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if "stats" in stages and not finished("codec_final", "index_statistics"):
         t0 = time.time()
-        codec = load(next(f"codec_{k}" for k in DENOISER_STAGES if (workdir / f"codec_{k}").exists()))
+        # The latest denoiser stage that finished; with none, load() says which folder is missing.
+        latest = next((f"codec_{k}" for k in DENOISER_STAGES if (workdir / f"codec_{k}").exists()), "codec_stage2")
+        codec = load(latest)
         summary = index_statistics(codec, sampler_full or CropSampler(paths, 32, seed=args.seed), device)
         codec.save_pretrained(workdir / "codec_final")
         record("index_statistics", summary, t0)

@@ -155,10 +155,16 @@ def wavefront(height: int, width: int) -> list[np.ndarray]:
     return out
 
 
-def _neighbours(flat: np.ndarray, positions: np.ndarray, width: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left and upper neighbours' indices of flat ``positions`` in one group (k = none)."""
+def _contexts(grid: np.ndarray, g: int, positions: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+    """The contexts of flat ``positions`` in group ``g`` of a (G, H, W) grid, one array per
+    mixture component: left neighbour, upper neighbour (k = none), and for g > 0 the previous
+    group's index at the same position. The one definition counting, fitting and coding share."""
+    flat = grid.reshape(grid.shape[0], -1)
+    width = grid.shape[2]
     i, j = positions // width, positions % width
-    return np.where(j > 0, flat[positions - 1], k), np.where(i > 0, flat[positions - width], k)
+    left = np.where(j > 0, flat[g, positions - 1], k)
+    top = np.where(i > 0, flat[g, positions - width], k)
+    return (left, top, flat[g - 1, positions]) if g > 0 else (left, top)
 
 
 @dataclass(frozen=True)
@@ -210,13 +216,9 @@ class ContextModel:
 
         ``grid`` is the (G, H, W) index array (decoded so far, when decoding).
         """
-        flat = grid.reshape(grid.shape[0], -1)
-        left_ctx, top_ctx = _neighbours(flat[g], positions, grid.shape[2], self.codebook_size)
-        p_left, p_top, p_group = self._tables
-        wl, wt, wg = self.weights[g]
-        probs = wl * p_left[g, left_ctx] + wt * p_top[g, top_ctx]
-        if g > 0:
-            probs = probs + wg * p_group[g, flat[g - 1, positions]]
+        probs = 0.0
+        for table, weight, ctx in zip(self._tables, self.weights[g], _contexts(grid, g, positions, self.codebook_size)):
+            probs = probs + weight * table[g, ctx]
         return probs
 
     def bits(self, grids: list[np.ndarray]) -> float:
@@ -252,16 +254,11 @@ class ContextModel:
         weights = np.zeros((groups, 3))
         for g in range(groups):
             parts = 3 if g else 2
-            p_left, p_top, p_group = held_in._tables
             comps: list[list[np.ndarray]] = [[] for _ in range(parts)]
             for grid in grids[1::2]:
-                flat = grid.reshape(groups, -1)
-                x = flat[g]
-                left_ctx, top_ctx = _neighbours(x, np.arange(x.size), grid.shape[2], codebook_size)
-                comps[0].append(p_left[g, left_ctx, x])
-                comps[1].append(p_top[g, top_ctx, x])
-                if g:
-                    comps[2].append(p_group[g, flat[g - 1], x])
+                x = grid[g].reshape(-1)
+                for comp, table, ctx in zip(comps, held_in._tables, _contexts(grid, g, np.arange(x.size), codebook_size)):
+                    comp.append(table[g, ctx, x])
             p = np.stack([np.concatenate(c) for c in comps], axis=1)
             w = np.full(parts, 1 / parts)
             for _ in range(em_steps):
@@ -273,21 +270,14 @@ class ContextModel:
     @classmethod
     def _counted(cls, grids: list[np.ndarray], k: int, weights: np.ndarray) -> ContextModel:
         groups = grids[0].shape[0]
-        left = np.zeros((groups, k + 1, k), dtype=np.int64)
-        top = np.zeros((groups, k + 1, k), dtype=np.int64)
-        group = np.zeros((groups, k, k), dtype=np.int64)
+        counts = [np.zeros((groups, k + 1, k), dtype=np.int64) for _ in range(2)]  # left, top
+        counts.append(np.zeros((groups, k, k), dtype=np.int64))  # previous group
         for grid in grids:
             for g in range(groups):
-                x = grid[g]
-                lc = np.full_like(x, k)
-                lc[:, 1:] = x[:, :-1]
-                tc = np.full_like(x, k)
-                tc[1:, :] = x[:-1, :]
-                np.add.at(left[g], (lc.ravel(), x.ravel()), 1)
-                np.add.at(top[g], (tc.ravel(), x.ravel()), 1)
-                if g:
-                    np.add.at(group[g], (grid[g - 1].ravel(), x.ravel()), 1)
-        return cls(left.astype(np.int32), top.astype(np.int32), group.astype(np.int32), weights)
+                x = grid[g].reshape(-1)
+                for table, ctx in zip(counts, _contexts(grid, g, np.arange(x.size), k)):
+                    np.add.at(table[g], (ctx, x), 1)
+        return cls(*(c.astype(np.int32) for c in counts), weights)
 
 
 def _encode_context(grid: np.ndarray, model: ContextModel) -> bytes:
