@@ -41,7 +41,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     asked = f"asked {args.bpp} bpp, " if args.level is None else ""
     print(
         f"{args.input} ({w}x{h}) -> {out}: {asked}used level {point.index} "
-        f"(nominal {point.nominal_bpp:.4f} bpp), {len(stream)} bytes = {8 * len(stream) / (h * w):.4f} bpp "
+        f"(typical {point.expected_bpp:.4f} bpp), {len(stream)} bytes = {8 * len(stream) / (h * w):.4f} bpp "
         f"in {seconds:.2f} s"
     )
     return 0
@@ -103,10 +103,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print("  " + row["missing"].replace("\n", "\n  "))
         for p in row["ladder"]:
             print(
-                f"  level {p['index']}: {p['nominal_bpp']:.4f} bpp  (down-sample x{p['downsample']}, "
+                f"  level {p['index']}: {_typical(p)} bpp  (nominal {p['nominal_bpp']:.4f}; down-sample x{p['downsample']}, "
                 f"K={p['codebook_size']}, groups={p['groups']}, t={p['timestep']})"
             )
     return 0
+
+
+def _typical(point: dict) -> str:
+    bpp = point.get("typical_bpp")
+    return "   ?  " if bpp is None else f"{bpp:.4f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("input")
     e.add_argument("-o", "--output", help="output .osc file (default: input with .osc)")
     rate = e.add_mutually_exclusive_group()
-    rate.add_argument("--bpp", type=float, default=0.0625, help="target bits per pixel (nearest level)")
+    rate.add_argument("--bpp", type=float, default=0.0625, help="target bits per pixel (the level whose typical bpp is nearest)")
     rate.add_argument("--level", type=int, help="ladder level index instead of --bpp")
     e.add_argument("--model", default="oscar-tiny", help="registered name or model folder")
     e.set_defaults(func=_cmd_encode)

@@ -3,8 +3,10 @@
 Each level names how the hyper-encoder compresses the latent: extra down-sampling ``s`` of
 the 1/8-resolution latent, ``groups`` codebooks of ``codebook_size`` K per position, and the
 pseudo-timestep ``t`` the one-step denoiser starts from. Nominal bpp is derived, never typed:
-``groups * log2(K) / (8 s)^2``. Actual bpp (every container byte) is a little different:
-entropy coding saves some, the header costs some.
+``groups * log2(K) / (8 s)^2``. Actual bpp (every container byte) is different: entropy
+coding saves 20-40% at the top levels, the header costs some. So a trained model also carries
+each level's ``typical_bpp``, measured on its training photos, and a bpp a user asks for is
+matched against that when it is known.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class RatePoint:
     timestep: int
     groups: int = 1
     latent_factor: int = 8
+    typical_bpp: float | None = None
+    """Mean actual bpp (every container byte) on the training photos; None until measured."""
 
     def __post_init__(self) -> None:
         if self.downsample not in (1, 2, 4, 8):
@@ -35,6 +39,8 @@ class RatePoint:
             raise ValueError(f"codebook_size={self.codebook_size} must be at least 2")
         if self.groups < 1:
             raise ValueError(f"groups={self.groups} must be at least 1")
+        if self.typical_bpp is not None and not self.typical_bpp > 0:
+            raise ValueError(f"typical_bpp={self.typical_bpp} must be positive")
 
     @property
     def bits_per_index(self) -> float:
@@ -43,6 +49,11 @@ class RatePoint:
     @property
     def nominal_bpp(self) -> float:
         return self.groups * self.bits_per_index / (self.latent_factor * self.downsample) ** 2
+
+    @property
+    def expected_bpp(self) -> float:
+        """What this level costs on a typical photo: measured when known, else nominal."""
+        return self.typical_bpp if self.typical_bpp is not None else self.nominal_bpp
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """VQ grid (h, w) for an image already padded to the model's stride."""
@@ -66,7 +77,7 @@ class RateLadder:
 
     @classmethod
     def from_dicts(cls, rows: Iterable[dict]) -> RateLadder:
-        keys = {"index", "downsample", "codebook_size", "timestep", "groups", "latent_factor"}
+        keys = {"index", "downsample", "codebook_size", "timestep", "groups", "latent_factor", "typical_bpp"}
         return cls(tuple(RatePoint(**{k: v for k, v in r.items() if k in keys}) for r in rows))
 
     def to_dicts(self) -> list[dict]:
@@ -84,10 +95,10 @@ class RateLadder:
         return self.points[index]
 
     def nearest(self, bpp: float) -> RatePoint:
-        """The level whose nominal bpp is closest to ``bpp`` (in log space)."""
+        """The level whose expected bpp (measured, else nominal) is closest to ``bpp``, in log space."""
         if not bpp > 0:
             raise ValueError(f"bpp={bpp} must be positive")
-        return min(self.points, key=lambda p: abs(math.log(p.nominal_bpp / bpp)))
+        return min(self.points, key=lambda p: abs(math.log(p.expected_bpp / bpp)))
 
     def resolve(self, rate: RateLike) -> RatePoint:
         if isinstance(rate, bool):
@@ -110,6 +121,11 @@ class RateLadder:
         if len(timesteps) != len(self.points):
             raise ValueError(f"got {len(timesteps)} timesteps for {len(self.points)} levels")
         return RateLadder(tuple(replace(p, timestep=int(t)) for p, t in zip(self.points, timesteps)))
+
+    def with_typical_bpp(self, bpps: Sequence[float]) -> RateLadder:
+        if len(bpps) != len(self.points):
+            raise ValueError(f"got {len(bpps)} bpp values for {len(self.points)} levels")
+        return RateLadder(tuple(replace(p, typical_bpp=round(float(b), 5)) for p, b in zip(self.points, bpps)))
 
     @property
     def max_downsample(self) -> int:

@@ -60,3 +60,14 @@ def test_x0_recovered_from_exact_prediction(prediction_type):
     xt = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
     target = {"epsilon": eps, "v_prediction": abar.sqrt() * eps - (1 - abar).sqrt() * x0, "sample": x0}
     torch.testing.assert_close(s.predict_x0(xt, target[prediction_type], t, prediction_type), x0, atol=2e-4, rtol=1e-4)
+
+
+def test_typical_bpp_steers_nearest_and_survives_json():
+    """A user's bpp is matched against what levels cost on photos once that is measured."""
+    measured = TINY_LADDER.with_typical_bpp([0.009, 0.022, 0.045, 0.08, 0.125, 0.15])
+    assert TINY_LADDER.nearest(0.125).index == 3  # nominal 0.125
+    assert measured.nearest(0.125).index == 4  # level 4 typically lands at 0.125
+    assert measured.get(4).expected_bpp == 0.125 and TINY_LADDER.get(4).expected_bpp == TINY_LADDER.get(4).nominal_bpp
+    assert RateLadder.from_dicts(measured.to_dicts()) == measured
+    with pytest.raises(ValueError, match="typical_bpp"):
+        RatePoint(index=0, downsample=1, codebook_size=16, timestep=1, typical_bpp=0.0)

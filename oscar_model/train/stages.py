@@ -5,17 +5,21 @@ stage 1  the per-rate hyper-encoders against the frozen autoencoder
          (-cos(z, z~) + VQ commitment, then an image loss through the frozen decoder)
 calib    E[cos(z~, z)] per rate -> pseudo-timestep t with sqrt(abar_t) ~ E[cos]
 stage 2  the shared one-step denoiser (+ hyper-encoders fine-tuned), random rate per step
+grow     new top levels appended to the ladder, each warm-started from the level below it,
+         trained like stage 1 (the rest frozen) and calibrated; stage 2d then polishes all
 stats    per-rate index histograms -> static entropy-coding tables
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..autoencoder import CompactAutoencoder
+from ..rates import RatePoint
 from .data import CropSampler
 from .loop import LoopConfig, autocast, run_loop
 from .losses import reconstruction_loss
@@ -86,6 +90,7 @@ class HyperEncoderStageConfig:
     image_loss_weight: float = 0.5
     revive_every: int = 100
     revive_until: float = 0.8
+    name: str = "stage1_hyper_encoders"
 
 
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -103,17 +108,24 @@ def rescale_to(z_tilde: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 def train_hyper_encoders(
-    cfg: HyperEncoderStageConfig, codec, sampler: CropSampler, workdir: Path, device: torch.device
+    cfg: HyperEncoderStageConfig,
+    codec,
+    sampler: CropSampler,
+    workdir: Path,
+    device: torch.device,
+    levels: Sequence[int] | None = None,
 ) -> dict:
-    """Stage 1: every level's hyper-encoder against the frozen autoencoder.
+    """Stage 1: the hyper-encoders of ``levels`` (default: all) against the frozen autoencoder.
 
     Loss per level: -cos(z, z~) + commitment; in the second half, for one random level per
-    step, L1 + (1 - MS-SSIM) of the frozen decoder's image from the rescaled z~.
+    step, L1 + (1 - MS-SSIM) of the frozen decoder's image from the rescaled z~. Levels not
+    named are left untouched (stage ``grow`` trains only the levels it added).
     """
     from .losses import cosine_loss
 
     ae = _freeze(codec.autoencoder)
-    hes = codec.hyper_encoders.train()
+    selected = list(range(len(codec.hyper_encoders))) if levels is None else list(levels)
+    hes = torch.nn.ModuleList([codec.hyper_encoders[lvl] for lvl in selected]).train()
     opt = torch.optim.AdamW(hes.parameters(), lr=cfg.loop.lr, weight_decay=0.0)
     n_levels = len(hes)
     gen = torch.Generator().manual_seed(1)
@@ -132,7 +144,7 @@ def train_hyper_encoders(
                 z_tilde, _, commit = he(z)
             cos = cosine_loss(z_tilde.float(), z)
             total = total + cos + cfg.commit_weight * commit
-            metrics[f"cos{lvl}"] = -float(cos.detach())
+            metrics[f"cos{selected[lvl]}"] = -float(cos.detach())
             if lvl == img_level:
                 with autocast(cfg.loop.bf16, device):
                     x_hat = ae.decode(rescale_to(z_tilde.float(), z))
@@ -153,7 +165,7 @@ def train_hyper_encoders(
         return metrics
 
     summary = run_loop(
-        "stage1_hyper_encoders", cfg.loop, workdir, step, {"hyper_encoders": hes}, {"adamw": opt},
+        cfg.name, cfg.loop, workdir, step, {"hyper_encoders": hes}, {"adamw": opt},
         extra_state=lambda: {"rng": sampler.rng_state()},
         restore_extra=lambda s: sampler.set_rng_state(s["rng"]) if "rng" in s else None,
     )
@@ -171,23 +183,91 @@ def full_image_batches(sampler: CropSampler, stride: int, limit: int | None = No
 
 
 @torch.inference_mode()
-def calibrate_timesteps(codec, sampler: CropSampler, device: torch.device, limit: int = 200) -> dict:
-    """Measures E[cos(z~, z)] per level on training images; sets t with sqrt(abar_t) ~ E[cos]."""
+def calibrate_timesteps(
+    codec, sampler: CropSampler, device: torch.device, limit: int = 200, levels: Sequence[int] | None = None
+) -> dict:
+    """Measures E[cos(z~, z)] per level on training images; sets t with sqrt(abar_t) ~ E[cos].
+
+    Only ``levels`` (default: all) get a new t: a trained denoiser's other levels keep theirs.
+    """
     import torch.nn.functional as F
 
-    sums = [0.0] * len(codec.ladder)
+    chosen = [p.index for p in codec.ladder] if levels is None else list(levels)
+    sums = dict.fromkeys(chosen, 0.0)
     n = 0
     for x in full_image_batches(sampler, codec.stride, limit):
         z = codec.encode_latents(x.to(device))
-        for p in codec.ladder:
-            zt = rescale_to(codec.hyper_encoders[p.index].decode(codec.hyper_encoders[p.index].encode(z)), z)
-            sums[p.index] += float(F.cosine_similarity(zt.flatten(1), z.flatten(1)).mean())
+        for lvl in chosen:
+            he = codec.hyper_encoders[lvl]
+            zt = rescale_to(he.decode(he.encode(z)), z)
+            sums[lvl] += float(F.cosine_similarity(zt.flatten(1), z.flatten(1)).mean())
         n += 1
-    cosines = [s / n for s in sums]
-    timesteps = [codec.config.schedule.timestep_for_cosine(c) for c in cosines]
+    cosines = {lvl: s / n for lvl, s in sums.items()}
+    timesteps = [
+        codec.config.schedule.timestep_for_cosine(cosines[p.index]) if p.index in cosines else p.timestep
+        for p in codec.ladder
+    ]
     codec.config.ladder = codec.config.ladder.with_timesteps(timesteps)
     codec.invalidate_hash()
-    return {"images": n, "mean_cosine": [round(c, 4) for c in cosines], "timesteps": timesteps}
+    return {
+        "images": n,
+        "levels": chosen,
+        "mean_cosine": [round(cosines[lvl], 4) for lvl in chosen],
+        "timesteps": [timesteps[lvl] for lvl in chosen],
+    }
+
+
+# ---------------------------------------------------------------------------- growing the ladder
+def grow_ladder(codec, points: Sequence[RatePoint]) -> list[int]:
+    """Appends the levels of ``points`` the codec lacks; returns their indices.
+
+    Each new level is warm-started from the highest existing level with the same down-sampling
+    and codebook size and no more groups: its trunk, codebooks and projections are copied and
+    the extra groups' columns of ``post_quant_proj`` are zeroed. Why: the new level then starts
+    out decoding exactly like the level below it, and training only has to learn what the
+    extra bits add, which is minutes on a CPU instead of a stage-1 run from scratch.
+    """
+    from ..hyper_encoder import HyperEncoder
+    from ..rates import RateLadder
+
+    added: list[int] = []
+    for point in points:
+        if point.index < len(codec.ladder):
+            have = codec.ladder.get(point.index)
+            if (have.downsample, have.codebook_size, have.groups) != (point.downsample, point.codebook_size, point.groups):
+                raise ValueError(f"level {point.index} exists with a different shape: {have} vs {point}")
+            continue
+        if point.index != len(codec.ladder):
+            raise ValueError(f"level {point.index} would leave a gap after level {len(codec.ladder) - 1}")
+        he = HyperEncoder(
+            **{**codec.config.hyper_encoder, "latent_channels": codec.autoencoder.latent_channels,
+               "downsample": point.downsample, "codebook_size": point.codebook_size, "groups": point.groups}
+        ).to(next(codec.parameters()).device)
+        donors = [
+            p for p in codec.ladder
+            if (p.downsample, p.codebook_size) == (point.downsample, point.codebook_size) and p.groups <= point.groups
+        ]
+        if donors:
+            donor = codec.hyper_encoders[max(donors, key=lambda p: (p.groups, p.index)).index]
+            _copy_overlapping(he, donor)
+            dim = donor.quantizer.codebook_dim * donor.quantizer.groups
+            with torch.no_grad():
+                he.post_quant_proj.weight[:, dim:] = 0
+        codec.hyper_encoders.append(he)
+        codec.config.ladder = RateLadder((*codec.ladder.points, point))
+        added.append(point.index)
+    codec.invalidate_hash()
+    return added
+
+
+@torch.no_grad()
+def _copy_overlapping(target: torch.nn.Module, source: torch.nn.Module) -> None:
+    """Copies every tensor of ``source`` into ``target``; where shapes differ, the leading slice."""
+    target_state = target.state_dict()
+    for name, value in source.state_dict().items():
+        dst = target_state[name]
+        region = tuple(slice(0, min(a, b)) for a, b in zip(dst.shape, value.shape))
+        dst[region] = value[region]
 
 
 # ---------------------------------------------------------------------------- stage 2
@@ -235,6 +315,21 @@ def polish_config() -> DenoiserStageConfig:
         loop=LoopConfig(steps=12000, max_minutes=80, lr=1e-4, warmup_steps=200),
         hyper_lr_scale=0.5, ms_ssim_weight=4.0, level_weights=(1.0, 1.0, 2.0, 3.0, 3.0, 3.0),
         adversarial_from=0.0, name="stage2c_polish",
+    )
+
+
+def grown_polish_config() -> DenoiserStageConfig:
+    """Stage 2d: stage 2c again over the grown ladder.
+
+    Why: the denoiser has never seen the new top level's pseudo-timestep, and the new
+    level's hyper-encoder was trained for a direct decode, so both are fine-tuned jointly with
+    the rest. Level 4 (the level where WebP was closest after 2c) and the new level are drawn
+    most often; levels 0-1 least.
+    """
+    return DenoiserStageConfig(
+        loop=LoopConfig(steps=12000, max_minutes=70, lr=1e-4, warmup_steps=200),
+        hyper_lr_scale=0.5, ms_ssim_weight=4.0, level_weights=(1.0, 1.0, 2.0, 3.0, 4.0, 3.0, 3.0),
+        adversarial_from=0.0, name="stage2d_polish",
     )
 
 
@@ -332,7 +427,8 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
 
     Levels with K <= 256 also get a :class:`ContextModel` (left/upper neighbour and previous
     group); its bits per index are reported on held-out images (counted on the even-numbered
-    training images, measured on the odd ones) next to the order-0 entropy.
+    training images, measured on the odd ones) next to the order-0 entropy. Last, each level's
+    typical bpp is measured from real streams, so ``--bpp`` picks levels by what they cost.
     """
     import numpy as np
 
@@ -366,4 +462,24 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
             codec.context_models[p.index] = ContextModel.fit(level_grids, p.codebook_size)
             summary[f"level_{p.index}"]["context_bits_held_out"] = round(held_out, 3)
     codec.invalidate_hash()
+    typical = typical_bpp(codec, sampler.images[::TYPICAL_BPP_EVERY])
+    codec.config.ladder = codec.config.ladder.with_typical_bpp(typical)
+    codec.invalidate_hash()
+    for p, bpp in zip(codec.ladder, typical):
+        summary[f"level_{p.index}"]["typical_bpp"] = round(bpp, 5)
     return summary
+
+
+TYPICAL_BPP_EVERY = 4
+"""The stats stage measures typical bpp on every 4th training image (125 of BSDS500's 500)."""
+
+
+def typical_bpp(codec, images) -> list[float]:
+    """Mean actual bpp per level (every container byte) of real streams for ``images``."""
+    totals = [0.0] * len(codec.ladder)
+    levels = [p.index for p in codec.ladder]
+    for im in images:
+        (streams,) = codec.encode([im], levels)
+        for lvl, stream in zip(levels, streams):
+            totals[lvl] += 8 * len(stream) / (im.shape[0] * im.shape[1])
+    return [t / len(images) for t in totals]
