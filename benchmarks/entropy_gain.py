@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from oscar_model.codec import OscarCodec
-from oscar_model.entropy import _encode_context, _encode_fixed, _encode_rans
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+
+from oscar_model.codec import OscarCodec  # noqa: E402
+from oscar_model.entropy import _encode_context, _encode_fixed, _encode_rans  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
