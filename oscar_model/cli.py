@@ -103,7 +103,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
             print("  " + row["missing"].replace("\n", "\n  "))
         for p in row["ladder"]:
             print(
-                f"  level {p['index']}: {_typical(p)} bpp  (nominal {p['nominal_bpp']:.4f}; down-sample x{p['downsample']}, "
+                f"  level {p['index']}: typical {_typical(p)} bpp  (nominal {p['nominal_bpp']:.4f}; down-sample x{p['downsample']}, "
                 f"K={p['codebook_size']}, groups={p['groups']}, t={p['timestep']})"
             )
     return 0
