@@ -138,3 +138,19 @@ def test_context_coded_payloads_fail_with_typed_errors():
         decode_indices(payload, coding, 2, flat.shape[1], 64, None, None, grids[0].shape[1:])
     with pytest.raises(BitstreamError, match="does not match"):
         decode_indices(payload, coding, 2, flat.shape[1], 32, None, model, grids[0].shape[1:])
+
+
+def test_context_model_is_stored_sparse_and_reads_both_layouts():
+    """A K = 1024 model is a few kB of (index, count) rows on disk, not 12 MB of dense tables,
+    and loads back to the same tables; model folders written with dense tables still load."""
+    k = 1024
+    model = ContextModel.fit(correlated_grids(6, 1, k), k)
+    stored = model.tensors("level_0")
+    assert sum(t.nbytes for t in stored.values()) < 0.05 * (model.left.nbytes + model.top.nbytes + model.group.nbytes)
+    for loaded in (
+        ContextModel.from_tensors(stored, "level_0"),
+        ContextModel.from_tensors({f"level_0.{n}": getattr(model, n) for n in ("left", "top", "group", "weights")}, "level_0"),
+    ):
+        for name in ("left", "top", "group", "weights"):
+            np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    assert ContextModel.from_tensors(stored, "level_1") is None

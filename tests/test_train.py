@@ -10,7 +10,7 @@ from jobs.train import main
 from oscar_model.codec import OscarCodec
 from oscar_model.factory import TINY_LADDER, TINY_TOP_LEVELS
 from oscar_model.rates import RatePoint
-from oscar_model.train.stages import grow_ladder
+from oscar_model.train.stages import CONTEXT_MAX_CODES, grow_ladder
 
 
 @pytest.mark.slow
@@ -29,7 +29,7 @@ def test_all_stages_run_resume_and_export(tmp_path):
     codec = OscarCodec.from_pretrained(tmp_path / "model", device="cpu")
     assert set(codec.entropy_tables) == set(range(len(codec.ladder)))
     assert all(p.typical_bpp > 0 for p in codec.ladder)  # measured by the stats stage
-    assert set(codec.context_models) == {p.index for p in codec.ladder if p.codebook_size <= 256}
+    assert set(codec.context_models) == {p.index for p in codec.ladder if p.codebook_size <= CONTEXT_MAX_CODES}
     assert codec.config.info["training"]["stage2"]["steps"] == 2
     assert codec.config.info["training"]["stage2b"]["steps"] == 2
     assert codec.config.info["training"]["stage2c"]["steps"] == 2
