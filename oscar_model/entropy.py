@@ -138,7 +138,8 @@ def decode_indices(
 CONTEXT_ALPHA = 32.0
 """Pseudo-count pulling each context's histogram toward the level's overall histogram."""
 
-_CONTEXT_PARTS = ("left", "top", "group", "weights")
+_COUNT_TABLES = ("left", "top", "group")
+"""The count tables of a :class:`ContextModel`, in field order (``weights`` follows)."""
 
 
 def wavefront(height: int, width: int) -> list[np.ndarray]:
@@ -243,7 +244,7 @@ class ContextModel:
         the dense shape; a table whose rows would outweigh it is stored dense as ``{name}``.
         """
         out = {f"{prefix}.weights": np.ascontiguousarray(self.weights)}
-        for name in _CONTEXT_PARTS[:3]:
+        for name in _COUNT_TABLES:
             table = np.asarray(getattr(self, name), dtype=np.int32)
             nz = np.nonzero(table)
             if len(nz[0]) * 4 * 4 >= table.nbytes:  # dense is smaller (K <= 256 tables mostly are)
@@ -260,7 +261,7 @@ class ContextModel:
         if f"{prefix}.weights" not in tensors:
             return None
         parts = []
-        for name in _CONTEXT_PARTS[:3]:
+        for name in _COUNT_TABLES:
             if f"{prefix}.{name}" in tensors:
                 parts.append(np.asarray(tensors[f"{prefix}.{name}"]))
                 continue

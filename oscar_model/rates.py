@@ -5,8 +5,8 @@ the 1/8-resolution latent, ``groups`` codebooks of ``codebook_size`` K per posit
 pseudo-timestep ``t`` the one-step denoiser starts from. Nominal bpp is derived, never typed:
 ``groups * log2(K) / (8 s)^2``. Actual bpp (every container byte) is different: entropy
 coding saves 20-40% at the top levels, the header costs some. So a trained model also carries
-each level's ``typical_bpp``, measured on its training photos, and a bpp a user asks for is
-matched against that when it is known.
+each level's ``typical_bpp``, measured on training photos its entropy tables were not counted
+on, and a bpp a user asks for is matched against that when it is known.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RatePoint:
     groups: int = 1
     latent_factor: int = 8
     typical_bpp: float | None = None
-    """Mean actual bpp (every container byte) on the training photos; None until measured."""
+    """Mean actual bpp (every container byte) on held-out training photos; None until measured."""
 
     def __post_init__(self) -> None:
         if self.downsample not in (1, 2, 4, 8):

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..autoencoder import CompactAutoencoder
-from ..rates import RatePoint
+from ..hyper_encoder import HyperEncoder
+from ..rates import RateLadder, RatePoint
 from .data import CropSampler
 from .loop import LoopConfig, autocast, run_loop
 from .losses import reconstruction_loss
@@ -227,9 +228,6 @@ def grow_ladder(codec, points: Sequence[RatePoint]) -> list[int]:
     out decoding exactly like the level below it, and training only has to learn what the
     extra bits add, which is minutes on a CPU instead of a stage-1 run from scratch.
     """
-    from ..hyper_encoder import HyperEncoder
-    from ..rates import RateLadder
-
     added: list[int] = []
     for point in points:
         if point.index < len(codec.ladder):
@@ -422,6 +420,10 @@ fill under 3% of a (K+1, K) table, yet the smoothed mixture still beats order-0 
 images (8.34 vs 8.71 bits per index for oscar-tiny's level 0); tables are stored sparse."""
 
 
+TYPICAL_BPP_EVERY = 4
+"""Typical bpp is measured on images 1, 5, 9, ... (125 of BSDS500's 500, all odd-numbered)."""
+
+
 @torch.inference_mode()
 def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
     """Per-level index histograms over the training images -> static entropy tables.
@@ -436,20 +438,22 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
 
     from ..entropy import ContextModel, counts_to_table
 
-    counts = {p.index: np.zeros((p.groups, p.codebook_size)) for p in codec.ladder}
     grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
     for x in full_image_batches(sampler, codec.stride):
         z = codec.encode_latents(x.to(device))
         for p in codec.ladder:
-            idx = codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy()
-            grids[p.index].append(idx)
-            for g in range(p.groups):
-                counts[p.index][g] += np.bincount(idx[g].reshape(-1), minlength=p.codebook_size)
+            grids[p.index].append(codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy())
+
+    def histogram(level_grids: list[np.ndarray], k: int) -> np.ndarray:
+        """(G, K) index counts over (G, H, W) grids."""
+        return sum(np.stack([np.bincount(g.reshape(-1), minlength=k) for g in grid]) for grid in level_grids)
+
     summary = {}
     half_tables, half_models = {}, {}  # from the even-numbered images only
     full_tables, full_models = {}, {}
     for p in codec.ladder:
-        c = counts[p.index]
+        level_grids = grids[p.index]
+        c = histogram(level_grids, p.codebook_size)
         prob = c / c.sum(axis=1, keepdims=True)
         ent = float(-(prob * np.log2(np.where(prob > 0, prob, 1))).sum(axis=1).mean())
         summary[f"level_{p.index}"] = {
@@ -458,11 +462,8 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
             "entropy_bits": round(ent, 3),
             "fixed_bits": float(np.log2(p.codebook_size)),
         }
-        level_grids = grids[p.index]
         full_tables[p.index] = counts_to_table(c)
-        half_tables[p.index] = counts_to_table(
-            sum(np.stack([np.bincount(g.reshape(-1), minlength=p.codebook_size) for g in grid]) for grid in level_grids[0::2])
-        )
+        half_tables[p.index] = counts_to_table(histogram(level_grids[0::2], p.codebook_size))
         if p.codebook_size <= CONTEXT_MAX_CODES:
             half_models[p.index] = ContextModel.fit(level_grids[0::2], p.codebook_size)
             full_models[p.index] = ContextModel.fit(level_grids, p.codebook_size)
@@ -472,17 +473,13 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
     # of odd-numbered ones. Measured on the images the shipped tables were counted on, a K = 1024
     # level would look 18% cheaper than it is (its sparse tables partly memorise them).
     codec.entropy_tables, codec.context_models = half_tables, half_models
-    typical = typical_bpp(codec, sampler.images[1::2][:: TYPICAL_BPP_EVERY // 2])
+    typical = typical_bpp(codec, sampler.images[1::TYPICAL_BPP_EVERY])
     codec.entropy_tables, codec.context_models = full_tables, full_models
     codec.config.ladder = codec.config.ladder.with_typical_bpp(typical)
     codec.invalidate_hash()
     for p, bpp in zip(codec.ladder, typical):
         summary[f"level_{p.index}"]["typical_bpp"] = round(bpp, 5)
     return summary
-
-
-TYPICAL_BPP_EVERY = 4
-"""The stats stage measures typical bpp on 125 of BSDS500's 500 images (every other odd one)."""
 
 
 def typical_bpp(codec, images) -> list[float]:
@@ -492,5 +489,5 @@ def typical_bpp(codec, images) -> list[float]:
     for im in images:
         (streams,) = codec.encode([im], levels)
         for lvl, stream in zip(levels, streams):
-            totals[lvl] += 8 * len(stream) / (im.shape[0] * im.shape[1])
+            totals[lvl] += codec.bpp(stream)
     return [t / len(images) for t in totals]
