@@ -7,8 +7,7 @@ Usage:
 Stages run in order (``--stages`` picks a subset): 0 autoencoder, 1 hyper-encoders,
 calib (rate -> pseudo-timestep), 2 denoiser, 2b refine (stage 2 at a lower learning rate,
 weighted to the levels and the metric users compare), 2c polish (weighted harder still to the
-top levels), grow (a new top level, warm-started from the level below and trained against the
-frozen autoencoder), 2d polish (stage 2c over the grown ladder), stats (entropy tables), export. Every stage
+top levels), stats (entropy tables), export. Every stage
 checkpoints into ``--workdir`` every few minutes; running the same command again resumes
 where it stopped and skips finished stages.
 """
@@ -27,15 +26,14 @@ import torch
 
 from oscar_model.autoencoder import CompactAutoencoder
 from oscar_model.codec import OscarCodec
-from oscar_model.factory import TINY_TOP_LEVELS, build_codec
-from oscar_model.train.data import CropSampler, list_images
+from oscar_model.factory import build_codec
+from oscar_model.train.data import CropSampler, LatentCropSampler, list_images, read_images
+from oscar_model.train.loop import autocast
 from oscar_model.train.stages import (
     AutoencoderStageConfig,
     DenoiserStageConfig,
     HyperEncoderStageConfig,
     calibrate_timesteps,
-    grow_ladder,
-    grown_polish_config,
     index_statistics,
     polish_config,
     refine_config,
@@ -45,8 +43,8 @@ from oscar_model.train.stages import (
 )
 
 log = logging.getLogger("oscar.train")
-ALL_STAGES = ("0", "1", "calib", "2", "2b", "2c", "grow", "2d", "stats", "export")
-DENOISER_STAGES = ("stage2d", "stage2c", "stage2b", "stage2")  # latest first
+ALL_STAGES = ("0", "1", "calib", "2", "2b", "2c", "stats", "export")
+DENOISER_STAGES = ("stage2c", "stage2b", "stage2")  # latest first
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,18 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ae-minutes", type=float, default=35.0)
     p.add_argument("--ae-steps", type=int, default=7000)
-    p.add_argument("--he-minutes", type=float, default=20.0)
-    p.add_argument("--he-steps", type=int, default=3000)
+    p.add_argument("--he-minutes", type=float, default=6.0, help="stage 1 wall budget per level")
+    p.add_argument("--he-steps", type=int, default=5000, help="stage 1 steps per level")
     p.add_argument("--dn-minutes", type=float, default=30.0)
     p.add_argument("--dn-steps", type=int, default=2000)
     p.add_argument("--rf-minutes", type=float, default=60.0, help="stage 2b (refine) wall budget")
     p.add_argument("--rf-steps", type=int, default=8000)
     p.add_argument("--po-minutes", type=float, default=80.0, help="stage 2c (high-rate polish) wall budget")
     p.add_argument("--po-steps", type=int, default=12000)
-    p.add_argument("--gr-minutes", type=float, default=12.0, help="stage grow (new top levels) wall budget")
-    p.add_argument("--gr-steps", type=int, default=2500)
-    p.add_argument("--gp-minutes", type=float, default=70.0, help="stage 2d (polish of the grown ladder) wall budget")
-    p.add_argument("--gp-steps", type=int, default=12000)
     p.add_argument("--export", default="oscar_model/weights/oscar-tiny", help="where the final model is written")
     return p.parse_args(argv)
 
@@ -127,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.init.zeros_(codec.denoiser.conv_out.bias)
         cfg1 = HyperEncoderStageConfig()
         cfg1.loop.steps, cfg1.loop.max_minutes = args.he_steps, args.he_minutes
-        summary = train_hyper_encoders(cfg1, codec, CropSampler(paths, cfg1.crop, seed=args.seed + 1), workdir, device)
+        with torch.no_grad(), autocast(cfg1.loop.bf16, device):
+            latents = LatentCropSampler(
+                read_images(paths), lambda x: codec.autoencoder.encode(x.to(device)), cfg1.crop,
+                factor=int(codec.autoencoder.downscale), seed=args.seed + 1,
+            )
+        summary = train_hyper_encoders(cfg1, codec, latents, workdir, device)
         codec.save_pretrained(workdir / "codec_stage1")
         record("stage1", summary, t0)
 
@@ -153,21 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     denoiser_stage("stage2", "codec_calibrated", DenoiserStageConfig(), args.dn_steps, args.dn_minutes, args.seed + 2)
     denoiser_stage("stage2b", "codec_stage2", refine_config(), args.rf_steps, args.rf_minutes, args.seed + 3)
     denoiser_stage("stage2c", "codec_stage2b", polish_config(), args.po_steps, args.po_minutes, args.seed + 4)
-
-    if "grow" in stages and not finished("codec_grown", "grow"):
-        t0 = time.time()
-        codec = load("codec_stage2c")
-        added = grow_ladder(codec, TINY_TOP_LEVELS)
-        cfg_g = HyperEncoderStageConfig(name="grow_hyper_encoders")
-        cfg_g.loop.steps, cfg_g.loop.max_minutes = args.gr_steps, args.gr_minutes
-        summary = train_hyper_encoders(cfg_g, codec, CropSampler(paths, cfg_g.crop, seed=args.seed + 5), workdir, device, added)
-        sampler_full = sampler_full or CropSampler(paths, 32, seed=args.seed)
-        summary["calibration"] = calibrate_timesteps(codec, sampler_full, device, levels=added)
-        summary["added_levels"] = added
-        codec.save_pretrained(workdir / "codec_grown")
-        record("grow", summary, t0)
-
-    denoiser_stage("stage2d", "codec_grown", grown_polish_config(), args.gp_steps, args.gp_minutes, args.seed + 6)
 
     if "stats" in stages and not finished("codec_final", "index_statistics"):
         t0 = time.time()

@@ -12,7 +12,7 @@ from .denoiser import build_tiny_denoiser
 from .hyper_encoder import HyperEncoder
 from .rates import RateLadder, RatePoint
 
-__all__ = ["TINY_LADDER", "TINY_TOP_LEVELS", "build_codec"]
+__all__ = ["TINY_LADDER", "build_codec"]
 
 # oscar-tiny's ladder. Timesteps here are starting guesses in the reference model's range;
 # training's calibration stage replaces them with measured ones.
@@ -24,13 +24,9 @@ TINY_LADDER = RateLadder(
         RatePoint(index=3, downsample=1, codebook_size=256, groups=1, timestep=150),  # 0.125
         RatePoint(index=4, downsample=1, codebook_size=64, groups=2, timestep=120),  # 0.1875
         RatePoint(index=5, downsample=1, codebook_size=256, groups=2, timestep=100),  # 0.25
+        # Context coding brings level 5 down to about 0.15 bpp on Kodak; this one lands near 0.28.
+        RatePoint(index=6, downsample=1, codebook_size=256, groups=3, timestep=60),  # 0.375
     )
-)
-
-# Levels training's "grow" stage adds on top of TINY_LADDER once the denoiser is trained
-# (context coding brings level 5 down to about 0.15 bpp on Kodak; this one lands near 0.28).
-TINY_TOP_LEVELS = (
-    RatePoint(index=6, downsample=1, codebook_size=256, groups=3, timestep=60),  # 0.375 nominal
 )
 
 

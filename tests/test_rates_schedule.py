@@ -16,15 +16,15 @@ def test_nominal_bpp_is_derived():
 def test_tiny_ladder_spans_the_promised_range():
     bpps = [p.nominal_bpp for p in TINY_LADDER]
     assert len(bpps) >= 6 and bpps == sorted(bpps)
-    assert bpps[0] == pytest.approx(0.0098, abs=1e-3) and bpps[-1] == pytest.approx(0.25)
+    assert bpps[0] == pytest.approx(0.0098, abs=1e-3) and bpps[-1] == pytest.approx(0.375)
 
 
 def test_resolve_int_and_float():
     assert TINY_LADDER.resolve(2).index == 2
     assert TINY_LADDER.resolve(0.12).index == 3
     assert TINY_LADDER.resolve(0.001).index == 0
-    with pytest.raises(ValueError, match="valid levels are 0..5"):
-        TINY_LADDER.get(6)
+    with pytest.raises(ValueError, match="valid levels are 0..6"):
+        TINY_LADDER.get(7)
     with pytest.raises(TypeError):
         TINY_LADDER.resolve(True)
     assert [p.index for p in TINY_LADDER.resolve_many([0.03, 1, 0.25])] == [1, 5]
@@ -64,7 +64,7 @@ def test_x0_recovered_from_exact_prediction(prediction_type):
 
 def test_typical_bpp_steers_nearest_and_survives_json():
     """A user's bpp is matched against what levels cost on photos once that is measured."""
-    measured = TINY_LADDER.with_typical_bpp([0.009, 0.022, 0.045, 0.08, 0.125, 0.15])
+    measured = TINY_LADDER.with_typical_bpp([0.009, 0.022, 0.045, 0.08, 0.125, 0.15, 0.28])
     assert TINY_LADDER.nearest(0.125).index == 3  # nominal 0.125
     assert measured.nearest(0.125).index == 4  # level 4 typically lands at 0.125
     assert measured.get(4).expected_bpp == 0.125 and TINY_LADDER.get(4).expected_bpp == TINY_LADDER.get(4).nominal_bpp

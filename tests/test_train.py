@@ -8,7 +8,7 @@ from PIL import Image
 
 from jobs.train import main
 from oscar_model.codec import OscarCodec
-from oscar_model.factory import TINY_LADDER, TINY_TOP_LEVELS
+from oscar_model.factory import TINY_LADDER
 from oscar_model.rates import RatePoint
 from oscar_model.train.stages import CONTEXT_MAX_CODES, grow_ladder
 
@@ -23,7 +23,7 @@ def test_all_stages_run_resume_and_export(tmp_path):
     argv = [
         "--data", str(data), "--workdir", str(tmp_path / "run"), "--export", str(tmp_path / "model"),
         "--ae-steps", "2", "--he-steps", "2", "--dn-steps", "2", "--rf-steps", "2", "--po-steps", "2",
-        "--gr-steps", "2", "--gp-steps", "2", "--threads", "2",
+        "--threads", "2",
     ]
     assert main(argv) == 0
     codec = OscarCodec.from_pretrained(tmp_path / "model", device="cpu")
@@ -33,15 +33,13 @@ def test_all_stages_run_resume_and_export(tmp_path):
     assert codec.config.info["training"]["stage2"]["steps"] == 2
     assert codec.config.info["training"]["stage2b"]["steps"] == 2
     assert codec.config.info["training"]["stage2c"]["steps"] == 2
-    assert codec.config.info["training"]["stage2d"]["steps"] == 2
-    # Stage "grow" added the top level(s), trained them and calibrated only them.
-    assert len(codec.ladder) == len(TINY_LADDER) + len(TINY_TOP_LEVELS)
+    assert len(codec.ladder) == len(TINY_LADDER)
     summaries = json.loads((tmp_path / "run" / "summaries.json").read_text())
-    assert summaries["grow"]["added_levels"] == [p.index for p in TINY_TOP_LEVELS]
-    assert summaries["grow"]["calibration"]["levels"] == summaries["grow"]["added_levels"]
-    stage2c = OscarCodec.from_pretrained(tmp_path / "run" / "codec_stage2c", device="cpu")
-    assert [p.timestep for p in codec.ladder][: len(TINY_LADDER)] == [p.timestep for p in stage2c.ladder]
-    assert {"stage0", "stage1", "calibration", "stage2", "stage2b", "stage2c", "grow", "stage2d", "index_statistics"} <= set(summaries)
+    # Stage 1 trains every level on its own: two steps each, logged per level.
+    assert summaries["stage1"]["levels"] == [p.index for p in TINY_LADDER]
+    assert all(s["steps"] == 2 for s in summaries["stage1"]["per_level"].values())
+    assert all((tmp_path / "run" / f"stage1_hyper_encoders_level{p.index}_log.jsonl").exists() for p in TINY_LADDER)
+    assert {"stage0", "stage1", "calibration", "stage2", "stage2b", "stage2c", "index_statistics"} <= set(summaries)
     # A second run skips every finished stage and exports the same model.
     assert main(argv) == 0
     assert OscarCodec.from_pretrained(tmp_path / "model", device="cpu").model_hash == codec.model_hash
@@ -82,3 +80,41 @@ def test_grow_refuses_gaps_and_reshaped_levels(tiny_model_dir):
     with pytest.raises(ValueError, match="different shape"):
         grow_ladder(codec, [RatePoint(index=0, downsample=1, codebook_size=16, groups=5, timestep=50)])
     assert len(codec.ladder) == n
+
+
+def test_latent_crops_line_up_with_their_pixels():
+    """Stage 1's cached latents: each photo and its mirror encoded once, crops aligned with pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    from oscar_model.train.data import LatentCropSampler
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (70, 90, 3), dtype=np.uint8), rng.integers(0, 256, (64, 72, 3), dtype=np.uint8)]
+    calls = []
+
+    def encode(x):  # a stand-in autoencoder: the 8 x 8 block mean
+        calls.append(x.shape[0])
+        return F.avg_pool2d(x, 8)
+
+    sampler = LatentCropSampler(images, encode, crop=32, factor=8, seed=3)
+    assert len(sampler) == 4 and sum(calls) == 4  # two photos, two mirrors, encoded once
+    assert sampler.latents[0].shape == (3, 8, 11)  # 70 x 90 cut to 64 x 88
+    np.testing.assert_array_equal(sampler.pixels[1], images[0][:64, :88][:, ::-1])
+    z, x = sampler.sample(16, pixels=True)
+    assert z.shape == (16, 3, 4, 4) and x.shape == (16, 3, 32, 32)
+    torch.testing.assert_close(F.avg_pool2d(x, 8), z)
+    z_only, none = sampler.sample(2)
+    assert none is None and z_only.shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match="multiple"):
+        LatentCropSampler(images, encode, crop=30)
+
+
+def test_stage_progress_follows_whichever_budget_runs_out_first():
+    """Phases keyed to progress start even when the time budget, not the step count, ends a stage."""
+    from oscar_model.train.loop import LoopConfig, stage_progress
+
+    cfg = LoopConfig(steps=5000, max_minutes=6)
+    assert stage_progress(2500, cfg, 1.0) == 0.5  # steps ahead
+    assert stage_progress(2500, cfg, 4.2) == pytest.approx(0.7)  # the clock ahead
+    assert stage_progress(9000, cfg, 0.0) == 1.0

@@ -7,7 +7,7 @@ model needs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,16 @@ def list_images(roots: Iterable[str | Path]) -> list[Path]:
     return sorted(files)
 
 
+def read_images(paths: Iterable[Path]) -> list[np.ndarray]:
+    """Every image decoded to RGB uint8 (H, W, 3), in order."""
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
 class CropSampler:
     """Random crops (with horizontal flips) from images decoded once into memory."""
 
     def __init__(self, paths: list[Path], crop: int, seed: int = 0) -> None:
-        self.images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+        self.images = read_images(paths)
         small = [p for p, im in zip(paths, self.images) if min(im.shape[:2]) < crop]
         if small:
             raise ValueError(f"crop={crop} is larger than {len(small)} images, e.g. {small[0]}")
@@ -54,6 +59,73 @@ class CropSampler:
             patch = im[y : y + self.crop, x : x + self.crop]
             out[i] = patch[:, ::-1] if self.rng.random() < 0.5 else patch
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+    def rng_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+class LatentCropSampler:
+    """Random crops of training latents, each photo and its mirror encoded once.
+
+    Why: stage 1 trains hyper-encoders against a frozen autoencoder, and encoding a batch of
+    256-pixel crops costs twice what one hyper-encoder's forward and backward pass does. So
+    every photo (and its left-right mirror) is encoded once, whole, and crops are cut from
+    the latents; the matching pixel crops are kept for the stage's image-space loss. A latent
+    crop at (y, x) is the pixel crop at (factor * y, factor * x).
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        crop: int,
+        factor: int = 8,
+        seed: int = 0,
+        batch_size: int = 8,
+    ) -> None:
+        if crop % factor:
+            raise ValueError(f"crop={crop} must be a multiple of the autoencoder's factor {factor}")
+        self.crop, self.factor = crop // factor, factor
+        self.pixels: list[np.ndarray] = []
+        self.latents: list[torch.Tensor] = []
+        for im in images:
+            h, w = (s // factor * factor for s in im.shape[:2])
+            if min(h, w) < crop:
+                raise ValueError(f"crop={crop} is larger than an image of {im.shape[1]}x{im.shape[0]}")
+            im = im[:h, :w]
+            self.pixels += [im, np.ascontiguousarray(im[:, ::-1])]
+        for start in range(0, len(self.pixels), batch_size):
+            chunk = self.pixels[start : start + batch_size]
+            same = [chunk[0].shape] * len(chunk) == [c.shape for c in chunk]
+            groups = [chunk] if same else [[c] for c in chunk]
+            for g in groups:
+                x = torch.from_numpy(np.stack(g)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+                self.latents += list(encode(x).float().cpu())
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def sample(self, batch_size: int, pixels: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(latent crops (B, C, c, c), pixel crops (B, 3, 8c, 8c) in [-1, 1] or None)."""
+        c, f = self.crop, self.factor
+        zs, xs = [], []
+        for _ in range(batch_size):
+            i = int(self.rng.integers(len(self.latents)))
+            z = self.latents[i]
+            y = int(self.rng.integers(z.shape[1] - c + 1))
+            x = int(self.rng.integers(z.shape[2] - c + 1))
+            zs.append(z[:, y : y + c, x : x + c])
+            if pixels:
+                xs.append(self.pixels[i][f * y : f * (y + c), f * x : f * (x + c)])
+        z = torch.stack(zs)
+        if not pixels:
+            return z, None
+        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return z, x
 
     def rng_state(self) -> dict:
         return self.rng.bit_generator.state

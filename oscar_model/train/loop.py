@@ -44,6 +44,12 @@ class LoopConfig:
     bf16: bool = True
 
 
+def stage_progress(step: int, cfg: LoopConfig, elapsed_minutes: float = 0.0) -> float:
+    """How far a stage is, 0..1: by steps or by the time budget, whichever is further along."""
+    by_steps = step / max(1, cfg.steps)
+    return min(1.0, max(by_steps, elapsed_minutes / cfg.max_minutes))
+
+
 def lr_factor(step: int, cfg: LoopConfig, elapsed_minutes: float = 0.0) -> float:
     """Warm-up, then cosine decay over whichever runs out first: steps or the time budget."""
     if step < cfg.warmup_steps:
@@ -57,13 +63,17 @@ def run_loop(
     name: str,
     cfg: LoopConfig,
     workdir: Path,
-    step_fn: Callable[[int], dict[str, float]],
+    step_fn: Callable[[int, float], dict[str, float]],
     modules: dict[str, nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
     extra_state: Callable[[], dict[str, Any]] | None = None,
     restore_extra: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Runs ``step_fn`` until ``cfg.steps`` or the time budget; resumable from ``workdir``.
+    """Runs ``step_fn(step, progress)`` until ``cfg.steps`` or the time budget; resumable.
+
+    ``progress`` (0..1, see :func:`stage_progress`) lets a stage switch phases at a fraction of
+    the stage whichever budget ends it: a phase keyed to the step count alone never starts
+    when the time budget runs out first.
 
     Returns a summary (steps done, wall minutes, whether the budget cut it short).
     """
@@ -108,11 +118,12 @@ def run_loop(
             if (elapsed_before + time.time() - t0) / 60 > cfg.max_minutes:
                 budget_hit = True
                 break
-            f = lr_factor(step, cfg, (elapsed_before + time.time() - t0) / 60)
+            elapsed_minutes = (elapsed_before + time.time() - t0) / 60
+            f = lr_factor(step, cfg, elapsed_minutes)
             for k, o in optimizers.items():
                 for g, base in zip(o.param_groups, base_lrs[k]):
                     g["lr"] = base * f
-            metrics = step_fn(step)
+            metrics = step_fn(step, stage_progress(step, cfg, elapsed_minutes))
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
