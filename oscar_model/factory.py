@@ -22,7 +22,7 @@ TINY_LADDER = RateLadder(
         RatePoint(index=1, downsample=2, codebook_size=256, groups=1, timestep=310),  # 0.0313
         RatePoint(index=2, downsample=2, codebook_size=256, groups=2, timestep=250),  # 0.0625
         RatePoint(index=3, downsample=1, codebook_size=256, groups=1, timestep=150),  # 0.125
-        RatePoint(index=4, downsample=1, codebook_size=64, groups=2, timestep=120),  # 0.1875
+        RatePoint(index=4, downsample=1, codebook_size=512, groups=1, timestep=120),  # 0.1406
         RatePoint(index=5, downsample=1, codebook_size=256, groups=2, timestep=100),  # 0.25
         # Context coding brings level 5 down to about 0.15 bpp on Kodak; this one lands near 0.28.
         RatePoint(index=6, downsample=1, codebook_size=256, groups=3, timestep=60),  # 0.375
