@@ -281,7 +281,7 @@ class OscarCodec(nn.Module):
         out: list[list[bytes]] = [[b""] * len(points) for _ in arrays]
         ae_ms = [0.0] * len(arrays)
         rate_ms = [[0.0] * len(points) for _ in arrays]
-        for idxs in _same_size_batches(arrays, batch_size):
+        for idxs in same_size_batches(arrays, batch_size):
             h, w = arrays[idxs[0]].shape[:2]
             t0 = time.perf_counter()
             z = self.encode_latents(self._to_tensor([arrays[i] for i in idxs]))
@@ -370,7 +370,8 @@ class OscarCodec(nn.Module):
         return 8 * len(stream) / (c.height * c.width)
 
 
-def _same_size_batches(arrays: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
+def same_size_batches(arrays: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Indices of ``arrays`` grouped by (H, W), at most ``batch_size`` per group: what can be stacked."""
     by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, a in enumerate(arrays):
         by_size[a.shape[:2]].append(i)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..codec import same_size_batches
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -28,6 +30,11 @@ def list_images(roots: Iterable[str | Path]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no images found under {[str(r) for r in roots]}")
     return sorted(files)
+
+
+def to_model_range(batch: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], the autoencoder's input range."""
+    return torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 def read_images(paths: Iterable[Path]) -> list[np.ndarray]:
@@ -58,7 +65,7 @@ class CropSampler:
             x = self.rng.integers(im.shape[1] - self.crop + 1)
             patch = im[y : y + self.crop, x : x + self.crop]
             out[i] = patch[:, ::-1] if self.rng.random() < 0.5 else patch
-        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return to_model_range(out)
 
     def rng_state(self) -> dict:
         return self.rng.bit_generator.state
@@ -90,20 +97,17 @@ class LatentCropSampler:
             raise ValueError(f"crop={crop} must be a multiple of the autoencoder's factor {factor}")
         self.crop, self.factor = crop // factor, factor
         self.pixels: list[np.ndarray] = []
-        self.latents: list[torch.Tensor] = []
         for im in images:
             h, w = (s // factor * factor for s in im.shape[:2])
             if min(h, w) < crop:
                 raise ValueError(f"crop={crop} is larger than an image of {im.shape[1]}x{im.shape[0]}")
             im = im[:h, :w]
             self.pixels += [im, np.ascontiguousarray(im[:, ::-1])]
-        for start in range(0, len(self.pixels), batch_size):
-            chunk = self.pixels[start : start + batch_size]
-            same = [chunk[0].shape] * len(chunk) == [c.shape for c in chunk]
-            groups = [chunk] if same else [[c] for c in chunk]
-            for g in groups:
-                x = torch.from_numpy(np.stack(g)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-                self.latents += list(encode(x).float().cpu())
+        self.latents: list[torch.Tensor] = [torch.empty(0)] * len(self.pixels)
+        for idxs in same_size_batches(self.pixels, batch_size):
+            z = encode(to_model_range(np.stack([self.pixels[i] for i in idxs]))).float().cpu()
+            for i, zi in zip(idxs, z):
+                self.latents[i] = zi
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -124,8 +128,7 @@ class LatentCropSampler:
         z = torch.stack(zs)
         if not pixels:
             return z, None
-        x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        return z, x
+        return z, to_model_range(np.stack(xs))
 
     def rng_state(self) -> dict:
         return self.rng.bit_generator.state

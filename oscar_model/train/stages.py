@@ -5,8 +5,8 @@ stage 1  the per-rate hyper-encoders against the frozen autoencoder
          (-cos(z, z~) + VQ commitment, then an image loss through the frozen decoder)
 calib    E[cos(z~, z)] per rate -> pseudo-timestep t with sqrt(abar_t) ~ E[cos]
 stage 2  the shared one-step denoiser (+ hyper-encoders fine-tuned), random rate per step
-grow     new top levels appended to the ladder, each warm-started from the level below it,
-         trained like stage 1 (the rest frozen) and calibrated; stage 2d then polishes all
+(grow_ladder appends top levels to a trained codec, warm-started from the level below; it is
+a library function now, not a stage of jobs.train)
 stats    per-rate index histograms -> static entropy-coding tables
 """
 
@@ -21,7 +21,7 @@ import torch
 from ..autoencoder import CompactAutoencoder
 from ..hyper_encoder import HyperEncoder
 from ..rates import RateLadder, RatePoint
-from .data import CropSampler, LatentCropSampler
+from .data import CropSampler, LatentCropSampler, to_model_range
 from .loop import LoopConfig, autocast, run_loop
 from .losses import reconstruction_loss
 
@@ -72,7 +72,7 @@ def latent_scaling_factor(ae: CompactAutoencoder, sampler: CropSampler, device: 
     sq, n = 0.0, 0
     for im in sampler.images:
         h, w = (s // 8 * 8 for s in im.shape[:2])
-        x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        x = to_model_range(im[None, :h, :w])
         z = ae.encode(x.to(device)).float()
         sq += float((z - z.mean()).pow(2).sum())
         n += z.numel()
@@ -195,7 +195,7 @@ def full_image_batches(sampler: CropSampler, stride: int, limit: int | None = No
     """Each training image, cropped to a multiple of ``stride``, as a (1, 3, H, W) tensor."""
     for im in sampler.images[:limit]:
         h, w = (s // stride * stride for s in im.shape[:2])
-        yield torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        yield to_model_range(im[None, :h, :w])
 
 
 @torch.inference_mode()
