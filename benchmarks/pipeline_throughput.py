@@ -7,13 +7,16 @@ Both sides do the same work per image: read the PNG, encode at every rate (autoe
 decode every stream in one step, PSNR + MS-SSIM against the original; the archive job also
 writes Parquet. The bare loop uses all torch threads of one process; the job runs on a local
 Ray with --cpus CPUs (Ray started before timing; actor start-up is inside the timing).
-Prints a table and writes pipeline_throughput.json.
+Prints a table and writes pipeline_throughput.json. ``--timeline`` also records, inside each
+actor, when its start-up (imports + model load) and each of its batches began and ended, and
+prints where the job's wall time went.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -25,11 +28,49 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import pipeline.build  # noqa: E402
 from jobs.common import parse_rates  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
 from oscar_model.images import open_image, to_rgb_array  # noqa: E402
 from pipeline.build import ActorConfig, ArchiveConfig, run_archive  # noqa: E402
 from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
+from pipeline.stages import EncodeVerifyStage  # noqa: E402
+
+
+class TimedEncodeVerifyStage(EncodeVerifyStage):
+    """EncodeVerifyStage that appends wall-clock events to ``OSCAR_TIMELINE`` (one JSON per line)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        t0 = time.time()
+        super().__init__(*args, **kwargs)
+        self._log({"event": "start-up", "t0": t0, "t1": time.time()})
+
+    def __call__(self, batch):
+        t0 = time.time()
+        out = super().__call__(batch)
+        self._log({"event": "batch", "images": len(batch["image_id"]), "t0": t0, "t1": time.time()})
+        return out
+
+    def _log(self, event: dict) -> None:
+        with open(os.environ["OSCAR_TIMELINE"], "a") as f:  # one small line per write: safe to append
+            f.write(json.dumps({"pid": os.getpid(), **event}) + "\n")
+
+
+def summarize_timeline(path: Path, job_t0: float) -> list[dict]:
+    """Per actor: when its start-up began and ended, its busy time, its last batch's end (s from job start)."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    actors = []
+    for pid in sorted({e["pid"] for e in events}):
+        mine = [e for e in events if e["pid"] == pid]
+        startup = next(e for e in mine if e["event"] == "start-up")
+        batches = [e for e in mine if e["event"] == "batch"]
+        actors.append({
+            "startup_begins_s": round(startup["t0"] - job_t0, 2), "startup_ends_s": round(startup["t1"] - job_t0, 2),
+            "batches": len(batches), "images": sum(e["images"] for e in batches),
+            "busy_s": round(sum(e["t1"] - e["t0"] for e in batches), 2),
+            "last_batch_ends_s": round(max((e["t1"] for e in batches), default=startup["t1"]) - job_t0, 2),
+        })
+    return actors
 
 
 def bare_loop(model: str, files: list[Path], rates) -> float:
@@ -55,12 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--separate-pools", action="store_true", help="encode and decode in separate pools (1 + 2 actors)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--timeline", action="store_true", help="time each actor's start-up and batches (fused pool only)")
     args = p.parse_args(argv)
     files = sorted(Path(args.kodak).glob("*.png"))
     rates = parse_rates(args.rates)
     torch.set_num_threads(args.cpus)
     bare_s = bare_loop(args.model, files, rates)
 
+    timeline = None
+    if args.timeline:
+        if args.separate_pools:
+            raise SystemExit("--timeline times the fused pool only")
+        timeline = Path(tempfile.mkdtemp(prefix="oscar-timeline-")) / "events.jsonl"
+        os.environ["OSCAR_TIMELINE"] = str(timeline)  # inherited by the local Ray's workers
+        pipeline.build.EncodeVerifyStage = TimedEncodeVerifyStage
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     out_dir = Path(tempfile.mkdtemp(prefix="oscar-throughput-"))
     if args.separate_pools:  # decode + metrics costs ~3x encode: one encode actor feeds two decode actors
@@ -70,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         encode = decode = ActorConfig(min_actors=args.cpus, max_actors=args.cpus, num_cpus=0.5, batch_size=2)
     cfg = ArchiveConfig(input=args.kodak, output=str(out_dir), rates=rates, model=args.model, encode=encode, decode=decode,
                         fused=not args.separate_pools)
-    t0 = time.perf_counter()
+    t0, wall_t0 = time.perf_counter(), time.time()
     summary = run_archive(cfg, progress=False)
     job_s = time.perf_counter() - t0
     ray.shutdown()
@@ -84,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_loop_s": round(bare_s, 2), "bare_images_per_s": round(len(files) / bare_s, 3),
         "archive_job_s": round(job_s, 2), "job_images_per_s": round(len(files) / job_s, 3),
         "ratio_job_over_bare": round(bare_s / job_s, 3),
+        "actors": summarize_timeline(timeline, wall_t0) if timeline else None,
         "command": "python benchmarks/pipeline_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -92,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| bare single-process loop ({args.cpus} torch threads) | {bare_s:.1f} | {len(files) / bare_s:.3f} |")
     print(f"| archive job, local Ray, {args.cpus} CPUs | {job_s:.1f} | {len(files) / job_s:.3f} |")
     print(f"ratio job / bare = {bare_s / job_s:.3f} (target >= 0.8)")
+    if result["actors"]:
+        print("\n| actor | start-up (s from job start) | images | busy s | last batch ends |\n|---|---|---|---|---|")
+        for i, a in enumerate(result["actors"]):
+            print(f"| {i} | {a['startup_begins_s']:.1f} -> {a['startup_ends_s']:.1f} | {a['images']} | {a['busy_s']:.1f} "
+                  f"| {a['last_batch_ends_s']:.1f} |")
     return 0
 
 
