@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     job_s = time.perf_counter() - t0
     ray.shutdown()
     shutil.rmtree(out_dir, ignore_errors=True)
+    actors = summarize_timeline(timeline, wall_t0) if timeline else None
+    if timeline:
+        shutil.rmtree(timeline.parent, ignore_errors=True)
     if summary["images_ok"] != len(files):
         raise SystemExit(f"archive job processed {summary['images_ok']} of {len(files)} images: {summary}")
 
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_loop_s": round(bare_s, 2), "bare_images_per_s": round(len(files) / bare_s, 3),
         "archive_job_s": round(job_s, 2), "job_images_per_s": round(len(files) / job_s, 3),
         "ratio_job_over_bare": round(bare_s / job_s, 3),
-        "actors": summarize_timeline(timeline, wall_t0) if timeline else None,
+        "actors": actors,
         "command": "python benchmarks/pipeline_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     Path(args.out).mkdir(parents=True, exist_ok=True)
