@@ -3,7 +3,7 @@
 Usage: python benchmarks/entropy_gain.py [--model oscar-tiny] [--kodak ../shared/datasets/kodak]
 
 Codes the same indices three ways (fixed-length, rANS under the order-0 table, context rANS)
-and prints a table; writes benchmarks/results/entropy_gain.json.
+and times the context decode; prints a table, writes benchmarks/results/entropy_gain.json.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
 
 from oscar_model.codec import OscarCodec  # noqa: E402
-from oscar_model.entropy import _encode_context, _encode_fixed, _encode_rans  # noqa: E402
+from oscar_model.entropy import _decode_context, _encode_context, _encode_fixed, _encode_rans  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -34,7 +35,7 @@ def main() -> None:
     files = sorted(Path(args.kodak).glob("*.png"))
     if not files:
         raise SystemExit(f"no PNGs in {args.kodak}")
-    totals = {q.index: {"fixed": 0, "order0": 0, "context": 0, "pixels": 0} for q in codec.ladder}
+    totals = {q.index: {"fixed": 0, "order0": 0, "context": 0, "pixels": 0, "decode_s": 0.0} for q in codec.ladder}
     for f in files:
         x = codec._to_tensor([np.asarray(Image.open(f).convert("RGB"))])
         with torch.inference_mode():
@@ -49,16 +50,25 @@ def main() -> None:
             order0 = len(_encode_rans(flat, codec.entropy_tables[q.index]))
             model = codec.context_models.get(q.index)
             t["order0"] += order0
-            t["context"] += len(_encode_context(grid, model)) if model else order0
+            if model is None:
+                t["context"] += order0
+                continue
+            payload = _encode_context(grid, model)
+            t["context"] += len(payload)
+            start = time.perf_counter()
+            _decode_context(payload, q.groups, *grid.shape[1:], model)
+            t["decode_s"] += time.perf_counter() - start
     rows = []
-    print("| level | fixed bpp | order-0 rANS bpp | context rANS bpp | saving vs order-0 |")
-    print("|---|---|---|---|---|")
+    print("| level | fixed bpp | order-0 rANS bpp | context rANS bpp | saving vs order-0 | context decode ms/image |")
+    print("|---|---|---|---|---|---|")
     for k, t in totals.items():
         bpp = {c: 8 * t[c] / t["pixels"] for c in ("fixed", "order0", "context")}
         saving = 1 - t["context"] / t["order0"]
-        rows.append({"level": k, **{f"{c}_payload_bpp": round(v, 5) for c, v in bpp.items()}, "saving": round(saving, 4)})
+        decode_ms = 1000 * t["decode_s"] / len(files)
+        rows.append({"level": k, **{f"{c}_payload_bpp": round(v, 5) for c, v in bpp.items()}, "saving": round(saving, 4),
+                     "context_decode_ms": round(decode_ms, 2)})
         ctx = f"{bpp['context']:.4f}" if k in codec.context_models else "(no context model)"
-        print(f"| {k} | {bpp['fixed']:.4f} | {bpp['order0']:.4f} | {ctx} | {100 * saving:.1f}% |")
+        print(f"| {k} | {bpp['fixed']:.4f} | {bpp['order0']:.4f} | {ctx} | {100 * saving:.1f}% | {decode_ms:.1f} |")
     RESULTS.mkdir(exist_ok=True)
     out = {"model": args.model, "model_id": codec.model_id.hex(), "images": len(files), "payload_only": True,
            "levels": rows, "command": "python benchmarks/entropy_gain.py"}

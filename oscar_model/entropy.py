@@ -4,7 +4,8 @@ The tables are integer counts stored with the weights, turned into float64 proba
 exact division, so encoder and decoder build bit-identical models on any machine (the
 cross-hardware desync of float entropy models, CompressAI #279/#309, cannot happen).
 A level may also ship a :class:`ContextModel` (each index coded given its left and upper
-neighbours and the previous group's index). Whichever of context rANS, rANS and fixed-length
+neighbours, the previous group's index, and how close the neighbours' codes lie to each
+candidate in the codebook). Whichever of context rANS, rANS and fixed-length
 is shortest for a stream is used; the header says which.
 """
 
@@ -19,7 +20,15 @@ import numpy as np
 
 from .bitstream import CODING_CONTEXT, CODING_FIXED, CODING_RANS, BitstreamError
 
-__all__ = ["encode_indices", "decode_indices", "counts_to_table", "ContextModel", "wavefront", "TABLE_FLOOR"]
+__all__ = [
+    "encode_indices",
+    "decode_indices",
+    "counts_to_table",
+    "ContextModel",
+    "similarity_bins",
+    "wavefront",
+    "TABLE_FLOOR",
+]
 
 TABLE_FLOOR = 1.0
 """Added to every histogram count so that no symbol has zero probability."""
@@ -141,6 +150,39 @@ CONTEXT_ALPHA = 32.0
 _COUNT_TABLES = ("left", "top", "group")
 """The count tables of a :class:`ContextModel`, in field order (``weights`` follows)."""
 
+_COMPONENTS = 4
+"""Mixture components, in weight-column order: left, top, previous group, codebook similarity."""
+
+SIMILARITY_BINS = 32
+"""cos(code_a, code_b) in [-1, 1] is cut into this many equal bins for the similarity component."""
+
+SIMILARITY_SCALE = 2**16
+"""The similarity factors are stored as integers up to this, so that a context's weights and
+their sum are exact int64 arithmetic: the only float step is one IEEE division per weight."""
+
+SIMILARITY_FIT_POSITIONS = 50_000
+"""Positions (a fixed random subset) the similarity factors are fitted on: 1089 numbers need no
+more; all 1.2 M positions of a K = 256 level change held-out bits by 0.2% at 12x the time."""
+
+SIMILARITY_FIT_STEPS = 12
+"""Iterative-scaling passes; level 0 of oscar-tiny moves < 0.01 bits per index after 10."""
+
+
+def similarity_bins(codebook: np.ndarray, bins: int = SIMILARITY_BINS) -> np.ndarray:
+    """Unit codebooks (G, K, d) -> uint8 (G, K + 1, K): the bin of cos(code_n, code_x).
+
+    Row K stands for "no neighbour" and holds ``bins``. The table is computed once, when the
+    model is fitted, and shipped: recomputing it from float codes on another machine could
+    move a pair across a bin edge and desynchronise the decoder.
+    """
+    if not 1 <= bins < 255:
+        raise ValueError(f"bins must lie in [1, 254], got {bins}")
+    cb = np.asarray(codebook, dtype=np.float64)
+    cos = np.einsum("gkd,gjd->gkj", cb, cb)
+    out = np.full((cb.shape[0], cb.shape[1] + 1, cb.shape[1]), bins, dtype=np.uint8)
+    out[:, :-1] = np.clip(np.floor((cos + 1) / 2 * bins), 0, bins - 1).astype(np.uint8)
+    return out
+
 
 def wavefront(height: int, width: int) -> list[np.ndarray]:
     """Flat positions of an (H, W) grid, one array per anti-diagonal i + j = d.
@@ -172,26 +214,58 @@ def _contexts(grid: np.ndarray, g: int, positions: np.ndarray, k: int) -> tuple[
 class ContextModel:
     """Static context-mixing model for one level's indices: p(x | left, top, lower group).
 
-    Each index is coded under a fixed-weight mixture of three conditional histograms taken
-    over the training set: given its left neighbour, given its upper neighbour, and (groups
-    after the first) given the index of the previous group at the same position. Neighbouring
-    VQ codes are strongly correlated, and a histogram per neighbour captures it with nothing
-    learned at run time: on Kodak, 17-24% fewer payload bytes than the order-0 table at
-    oscar-tiny's levels 1-5 (``benchmarks/entropy_gain.py``).
-    Everything is integer counts plus float64 weights, combined by IEEE arithmetic in a fixed
-    order, so encoder and decoder build identical models on any machine.
+    Each index is coded under a fixed-weight mixture of up to four conditional models taken
+    over the training set: histograms of x given its left neighbour, given its upper
+    neighbour, and (groups after the first) given the previous group's index at the same
+    position; and a codebook-similarity model that shares its statistics across all codes.
+    Neighbouring VQ codes are strongly correlated, and a histogram per neighbour captures it
+    with nothing learned at run time - where it has seen enough data. At K = 1024 it has not
+    (500 photos fill under 3% of a (K + 1, K) table), but neighbours' codes still lie close to
+    x's code in the codebook. The similarity component scores each candidate x by
+    ``unigram(x) * factor[bin(cos(c_left, c_x)), bin(cos(c_top, c_x))]``: 33 x 33 factors
+    fitted by iterative scaling, which cut oscar-tiny's level 0 on Kodak from 9.62 to 8.57
+    bits per index (``benchmarks/entropy_gain.py``).
+    Everything is integer counts and factors plus float64 weights, combined by IEEE arithmetic
+    in a fixed order, so encoder and decoder build identical models on any machine.
 
     Args:
         left: (G, K + 1, K) counts of x given its left neighbour; row K = no neighbour.
         top: (G, K + 1, K) counts of x given its upper neighbour; row K = no neighbour.
         group: (G, K, K) counts of x in group g given group g - 1's index (row g = 0 unused).
-        weights: (G, 3) mixture weights of (left, top, group); weights[0, 2] = 0.
+        weights: (G, 4) mixture weights of (left, top, group, similarity); weights[0, 2] = 0.
+            Models saved before the similarity component have (G, 3); read as a 0 fourth column.
+        sim_bins: optional uint8 (G, K + 1, K) from :func:`similarity_bins`.
+        sim_factor: optional int64 (G, (B + 1) ** 2) factors of the joint (left, top) bin, in
+            [1, SIMILARITY_SCALE]; present exactly when ``sim_bins`` is.
     """
 
     left: np.ndarray
     top: np.ndarray
     group: np.ndarray
     weights: np.ndarray
+    sim_bins: np.ndarray | None = None
+    sim_factor: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        weights = np.asarray(self.weights, dtype=np.float64)
+        if weights.ndim != 2 or weights.shape[0] != self.groups or weights.shape[1] not in (3, _COMPONENTS):
+            raise ValueError(f"context weights have shape {weights.shape}, expected ({self.groups}, {_COMPONENTS})")
+        if weights.shape[1] == 3:  # written before the similarity component existed
+            weights = np.concatenate([weights, np.zeros((weights.shape[0], 1))], axis=1)
+        object.__setattr__(self, "weights", weights)
+        if (self.sim_bins is None) != (self.sim_factor is None):
+            raise ValueError("a context model needs both sim_bins and sim_factor, or neither")
+        if self.sim_bins is None:
+            if weights[:, 3].any():
+                raise ValueError("context model weighs a similarity component it does not have")
+            return
+        k, side = self.codebook_size, self.similarity_side
+        if self.sim_bins.shape != (self.groups, k + 1, k) or side * side != self.sim_factor.shape[1]:
+            raise ValueError("context model's similarity tables do not match its codebook")
+        if int(self.sim_bins.max()) >= side or int(self.sim_factor.min()) < 1:
+            raise ValueError("context model's similarity tables hold out-of-range entries")
+        if int(self._unigram_counts.max()) * int(self.sim_factor.max()) * k >= 2**53:
+            raise ValueError("context model's similarity weights would not be exact in float64")
 
     @property
     def groups(self) -> int:
@@ -201,9 +275,19 @@ class ContextModel:
     def codebook_size(self) -> int:
         return self.left.shape[2]
 
+    @property
+    def similarity_side(self) -> int:
+        """Bins per neighbour of the similarity factors, "no neighbour" included (B + 1)."""
+        return math.isqrt(self.sim_factor.shape[1]) if self.sim_factor is not None else 0
+
+    @cached_property
+    def _unigram_counts(self) -> np.ndarray:
+        """(G, K) int64: every x counted once, floored."""
+        return self.left.sum(axis=1, dtype=np.int64) + int(TABLE_FLOOR)
+
     @cached_property
     def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        unigram = self.left.sum(axis=1) + TABLE_FLOOR  # (G, K): every x counted once
+        unigram = self._unigram_counts.astype(np.float64)
         unigram = unigram / unigram.sum(axis=1, keepdims=True)
 
         def smooth(counts: np.ndarray) -> np.ndarray:
@@ -212,27 +296,41 @@ class ContextModel:
 
         return smooth(self.left), smooth(self.top), smooth(self.group)
 
+    def _similarity(self, g: int, left: np.ndarray, top: np.ndarray) -> np.ndarray:
+        """(n, K) p(x | similarity of x's code to the left and upper neighbours' codes).
+
+        Weights and their row sums are exact int64 (bounded in ``__post_init__``); the one
+        float step is the division, so every machine gets the same bits.
+        """
+        joint = self.sim_bins[g, left].astype(np.int64) * self.similarity_side + self.sim_bins[g, top]
+        w = self._unigram_counts[g] * self.sim_factor[g, joint]
+        return w / w.sum(axis=1, keepdims=True)
+
     def probabilities(self, grid: np.ndarray, g: int, positions: np.ndarray) -> np.ndarray:
         """(n, K) float64 models for ``positions`` of group ``g``; needs their neighbours known.
 
         ``grid`` is the (G, H, W) index array (decoded so far, when decoding).
         """
+        ctxs = _contexts(grid, g, positions, self.codebook_size)
         probs = 0.0
-        for table, weight, ctx in zip(self._tables, self.weights[g], _contexts(grid, g, positions, self.codebook_size)):
+        for table, weight, ctx in zip(self._tables, self.weights[g], ctxs):
             probs = probs + weight * table[g, ctx]
+        if self.weights[g, 3] > 0:
+            probs = probs + self.weights[g, 3] * self._similarity(g, ctxs[0], ctxs[1])
         return probs
 
-    def bits(self, grids: list[np.ndarray]) -> float:
+    def bits(self, grids: list[np.ndarray], chunk: int = 4096) -> float:
         """Mean ideal code length in bits per index over (G, H, W) ``grids`` (a held-out check)."""
         total, count = 0.0, 0
         for grid in grids:
             flat = grid.reshape(grid.shape[0], -1)
-            positions = np.arange(flat.shape[1])
             for g in range(grid.shape[0]):
-                probs = self.probabilities(grid, g, positions)
-                p = probs[positions, flat[g]] / probs.sum(axis=1)
-                total += float(-np.log2(p).sum())
-                count += p.size
+                for start in range(0, flat.shape[1], chunk):
+                    positions = np.arange(start, min(start + chunk, flat.shape[1]))
+                    probs = self.probabilities(grid, g, positions)
+                    p = probs[np.arange(positions.size), flat[g, positions]] / probs.sum(axis=1)
+                    total += float(-np.log2(p).sum())
+                    count += p.size
         return total / count
 
     def tensors(self, prefix: str) -> dict[str, np.ndarray]:
@@ -242,8 +340,11 @@ class ContextModel:
         training photos give ~75k positions for 3M cells); as (index..., count) rows they are
         a few MB. ``{name}.coo`` holds int32 rows of (g, row, col, count) and ``{name}.shape``
         the dense shape; a table whose rows would outweigh it is stored dense as ``{name}``.
+        The similarity tables are dense (uint8 bins, int64 factors): 1 MB at K = 1024.
         """
-        out = {f"{prefix}.weights": np.ascontiguousarray(self.weights)}
+        # Without the similarity component, the (G, 3) weights of old: same bytes, same model id.
+        weights = self.weights if self.sim_bins is not None else self.weights[:, :3]
+        out = {f"{prefix}.weights": np.ascontiguousarray(weights)}
         for name in _COUNT_TABLES:
             table = np.asarray(getattr(self, name), dtype=np.int32)
             nz = np.nonzero(table)
@@ -252,6 +353,9 @@ class ContextModel:
                 continue
             out[f"{prefix}.{name}.coo"] = np.ascontiguousarray(np.stack([*nz, table[nz]], axis=1).astype(np.int32))
             out[f"{prefix}.{name}.shape"] = np.asarray(table.shape, dtype=np.int64)
+        if self.sim_bins is not None:
+            out[f"{prefix}.sim_bins"] = np.ascontiguousarray(self.sim_bins, dtype=np.uint8)
+            out[f"{prefix}.sim_factor"] = np.ascontiguousarray(self.sim_factor, dtype=np.int64)
         return out
 
     @classmethod
@@ -270,34 +374,50 @@ class ContextModel:
             if len(coo):
                 table[tuple(coo[:, :-1].T)] = coo[:, -1]
             parts.append(table)
-        return cls(*parts, np.asarray(tensors[f"{prefix}.weights"]))
+        sim = [tensors.get(f"{prefix}.{name}") for name in ("sim_bins", "sim_factor")]
+        sim = [None if t is None else np.asarray(t) for t in sim]
+        return cls(*parts, np.asarray(tensors[f"{prefix}.weights"]), *sim)
 
     @classmethod
-    def fit(cls, grids: list[np.ndarray], codebook_size: int, em_steps: int = 30) -> ContextModel:
+    def fit(
+        cls, grids: list[np.ndarray], codebook_size: int, em_steps: int = 30, codebook: np.ndarray | None = None
+    ) -> ContextModel:
         """Counts over every grid; mixture weights by EM on held-out grids (odd ones, under
-        counts from the even ones), so the weights reward what generalises, not memorisation."""
+        counts from the even ones), so the weights reward what generalises, not memorisation.
+
+        ``codebook``: the level's unit codes (G, K, d); given, the model gets the similarity
+        component too.
+        """
         if len(grids) < 2:
             raise ValueError("fitting a context model needs at least two index grids")
         groups = grids[0].shape[0]
-        held_in = cls._counted(grids[0::2], codebook_size, np.full((groups, 3), 1 / 3))
-        weights = np.zeros((groups, 3))
+        bins = None if codebook is None else similarity_bins(codebook)
+        if bins is not None and bins.shape[:1] + bins.shape[2:] != (groups, codebook_size):
+            raise ValueError(f"codebook of shape {np.shape(codebook)} does not match {groups} groups of {codebook_size}")
+        held_in = cls._counted(grids[0::2], codebook_size, bins)
+        weights = np.zeros((groups, _COMPONENTS))
         for g in range(groups):
-            parts = 3 if g else 2
-            comps: list[list[np.ndarray]] = [[] for _ in range(parts)]
+            columns = [0, 1, 2][: 3 if g else 2] + ([3] if bins is not None else [])
+            comps: list[list[np.ndarray]] = [[] for _ in columns]
             for grid in grids[1::2]:
                 x = grid[g].reshape(-1)
-                for comp, table, ctx in zip(comps, held_in._tables, _contexts(grid, g, np.arange(x.size), codebook_size)):
+                ctxs = _contexts(grid, g, np.arange(x.size), codebook_size)
+                for comp, table, ctx in zip(comps, held_in._tables, ctxs):
                     comp.append(table[g, ctx, x])
+                if bins is not None:
+                    comps[-1].append(held_in._similarity(g, ctxs[0], ctxs[1])[np.arange(x.size), x])
             p = np.stack([np.concatenate(c) for c in comps], axis=1)
-            w = np.full(parts, 1 / parts)
+            w = np.full(len(columns), 1 / len(columns))
             for _ in range(em_steps):
                 r = p * w
                 w = (r / r.sum(axis=1, keepdims=True)).mean(axis=0)
-            weights[g, :parts] = w
-        return cls._counted(grids, codebook_size, weights)
+            weights[g, columns] = w
+        full = cls._counted(grids, codebook_size, bins)
+        return cls(full.left, full.top, full.group, weights, full.sim_bins, full.sim_factor)
 
     @classmethod
-    def _counted(cls, grids: list[np.ndarray], k: int, weights: np.ndarray) -> ContextModel:
+    def _counted(cls, grids: list[np.ndarray], k: int, bins: np.ndarray | None) -> ContextModel:
+        """Counts (and, with ``bins``, fitted similarity factors) under uniform weights."""
         groups = grids[0].shape[0]
         counts = [np.zeros((groups, k + 1, k), dtype=np.int64) for _ in range(2)]  # left, top
         counts.append(np.zeros((groups, k, k), dtype=np.int64))  # previous group
@@ -306,16 +426,59 @@ class ContextModel:
                 x = grid[g].reshape(-1)
                 for table, ctx in zip(counts, _contexts(grid, g, np.arange(x.size), k)):
                     np.add.at(table[g], (ctx, x), 1)
-        return cls(*(c.astype(np.int32) for c in counts), weights)
+        tables = [c.astype(np.int32) for c in counts]
+        weights = np.full((groups, 3), 1 / 3)
+        if bins is None:
+            return cls(*tables, weights)
+        unigram = tables[0].sum(axis=1, dtype=np.int64) + int(TABLE_FLOOR)
+        factor = np.stack([_fit_similarity(grids, g, bins[g], unigram[g]) for g in range(groups)])
+        return cls(*tables, weights, bins, factor)
+
+
+def _fit_similarity(grids: list[np.ndarray], g: int, bins: np.ndarray, unigram: np.ndarray) -> np.ndarray:
+    """Iterative scaling of the joint-bin factors f so that, over a fixed subset of the grids'
+    positions, the expected count of each (left bin, top bin) pair under
+    p(x) ~ unigram(x) f[bin(left, x), bin(top, x)] matches the observed one -> int64 factors."""
+    k = bins.shape[1]
+    side = int(bins.max()) + 1
+    x, left, top = [], [], []
+    for grid in grids:
+        ctx = _contexts(grid, g, np.arange(grid[g].size), k)
+        x.append(grid[g].reshape(-1))
+        left.append(ctx[0])
+        top.append(ctx[1])
+    x, left, top = (np.concatenate(a) for a in (x, left, top))
+    keep = np.random.default_rng(0).permutation(x.size)[:SIMILARITY_FIT_POSITIONS]
+    x, left, top = x[keep], left[keep], top[keep]
+    prior = unigram.astype(np.float64)
+    observed = np.bincount(bins[left, x].astype(np.int64) * side + bins[top, x], minlength=side * side)
+    factor = np.ones(side * side)
+    for _ in range(SIMILARITY_FIT_STEPS):
+        expected = np.zeros_like(factor)
+        for s in range(0, x.size, 4096):
+            joint = bins[left[s : s + 4096]].astype(np.int64) * side + bins[top[s : s + 4096]]
+            w = prior * factor[joint]
+            w /= w.sum(axis=1, keepdims=True)
+            expected += np.bincount(joint.reshape(-1), weights=w.reshape(-1), minlength=factor.size)
+        factor *= (observed + 0.5) / (expected + 0.5)
+    return np.maximum(1, np.rint(factor / factor.max() * SIMILARITY_SCALE)).astype(np.int64)
+
+
+ENCODE_CHUNK = 2048
+"""Positions whose (n, K) models are built at once when encoding. Bounds memory on large
+images (a 12-megapixel photo has 190k positions per group, 390 MB of models at K = 256) and
+keeps each chunk in cache: 2048 encodes a Kodak image's level 4 in 29 ms, 8192 in 89 ms."""
 
 
 def _encode_context(grid: np.ndarray, model: ContextModel) -> bytes:
     order = np.concatenate(wavefront(*grid.shape[1:]))
     flat = grid.reshape(grid.shape[0], -1)
-    symbols = np.concatenate([flat[g, order] for g in range(grid.shape[0])]).astype(np.int32)
-    probs = np.concatenate([model.probabilities(grid, g, order) for g in range(grid.shape[0])])
+    chunks = [(g, order[s : s + ENCODE_CHUNK]) for g in range(grid.shape[0]) for s in range(0, order.size, ENCODE_CHUNK)]
     coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(symbols, _FAMILY, probs)
+    # A stack coder decodes last-in first-out: the last chunk goes in first.
+    for g, positions in reversed(chunks):
+        probs = model.probabilities(grid, g, positions)
+        coder.encode_reverse(flat[g, positions].astype(np.int32), _FAMILY, probs)
     return coder.get_compressed().astype("<u4").tobytes()
 
 

@@ -38,7 +38,7 @@ def fit_context_models(codec) -> dict:
     from skimage import data
 
     from oscar_model.entropy import ContextModel
-    from oscar_model.train.stages import CONTEXT_MAX_CODES
+    from oscar_model.train.stages import CONTEXT_MAX_CODES, codebook_of
 
     grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
     with torch.inference_mode():
@@ -47,7 +47,7 @@ def fit_context_models(codec) -> dict:
             for p in codec.ladder:
                 grids[p.index].append(codec.hyper_encoders[p.index].encode(z)[0].numpy())
     return {
-        p.index: ContextModel.fit(grids[p.index], p.codebook_size)
+        p.index: ContextModel.fit(grids[p.index], p.codebook_size, codebook=codebook_of(codec, p.index))
         for p in codec.ladder
         if p.codebook_size <= CONTEXT_MAX_CODES
     }

@@ -7,6 +7,7 @@ from oscar_model.entropy import (
     counts_to_table,
     decode_indices,
     encode_indices,
+    similarity_bins,
     wavefront,
 )
 
@@ -154,3 +155,86 @@ def test_context_model_is_stored_sparse_and_reads_both_layouts():
         for name in ("left", "top", "group", "weights"):
             np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
     assert ContextModel.from_tensors(stored, "level_1") is None
+
+
+def smooth_field_grids(n: int, codebook: np.ndarray, h: int = 12, w: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """Index grids of a cosine VQ over smooth random vector fields: neighbours rarely share a
+    code (K is large) but their codes lie close in the codebook, as at oscar-tiny's level 0."""
+    rng = np.random.default_rng(seed)
+    grids = []
+    for _ in range(n):
+        field = rng.normal(size=(h + 4, w + 4, codebook.shape[-1]))
+        for axis in (0, 1):  # box blur twice along each axis: neighbours correlate
+            for _ in range(2):
+                field = (field + np.roll(field, 1, axis) + np.roll(field, -1, axis)) / 3
+        field = field[2:-2, 2:-2]
+        grids.append(np.argmax(field @ codebook[0].T, axis=-1)[None].astype(np.int64))
+    return grids
+
+
+def test_similarity_component_wins_where_counts_are_too_sparse():
+    """K = 512 over 20 small grids: the neighbour histograms have seen almost no pairs, yet the
+    neighbours' codes predict x through the codebook; held-out bits drop and coding round-trips."""
+    rng = np.random.default_rng(3)
+    codebook = rng.normal(size=(1, 512, 6))
+    codebook /= np.linalg.norm(codebook, axis=-1, keepdims=True)
+    train, test = smooth_field_grids(20, codebook), smooth_field_grids(4, codebook, seed=9)
+    plain = ContextModel.fit(train, 512)
+    model = ContextModel.fit(train, 512, codebook=codebook)
+    assert model.weights[0, 3] > 0.5 and np.isclose(model.weights[0].sum(), 1)
+    assert model.bits(test) < plain.bits(test) - 1.0
+    for grid in test:
+        flat = grid.reshape(1, -1)
+        coding, payload = encode_indices(flat, 512, None, model, grid.shape[1:])
+        assert coding == CODING_CONTEXT
+        assert len(payload) < len(encode_indices(flat, 512, None, plain, grid.shape[1:])[1])
+        np.testing.assert_array_equal(decode_indices(payload, coding, 1, flat.shape[1], 512, None, model, grid.shape[1:]), flat)
+
+
+def test_similarity_tables_save_load_and_old_models_keep_their_bytes():
+    rng = np.random.default_rng(4)
+    codebook = rng.normal(size=(2, 64, 4))
+    codebook /= np.linalg.norm(codebook, axis=-1, keepdims=True)
+    grids = [np.concatenate([g, g]) for g in smooth_field_grids(6, codebook[:1])]
+    model = ContextModel.fit(grids, 64, codebook=codebook)
+    again = ContextModel.from_tensors(model.tensors("level_2"), "level_2")
+    np.testing.assert_array_equal(again.sim_bins, model.sim_bins)
+    np.testing.assert_array_equal(again.sim_factor, model.sim_factor)
+    assert again.bits(grids) == model.bits(grids)
+    assert model.sim_bins.dtype == np.uint8 and (model.sim_bins[:, -1] == model.similarity_side - 1).all()
+    # A model without the component writes the (G, 3) weights it always did: its id is unchanged.
+    plain = ContextModel.fit(grids, 64)
+    assert plain.tensors("level_2")["level_2.weights"].shape == (2, 3)
+    assert ContextModel.from_tensors(plain.tensors("level_2"), "level_2").weights.shape == (2, 4)
+
+
+def test_similarity_tables_are_validated():
+    rng = np.random.default_rng(5)
+    codebook = rng.normal(size=(1, 32, 4))
+    codebook /= np.linalg.norm(codebook, axis=-1, keepdims=True)
+    model = ContextModel.fit(smooth_field_grids(4, codebook), 32, codebook=codebook)
+    stored = model.tensors("level_0")
+    bad_bins = dict(stored, **{"level_0.sim_bins": np.full_like(stored["level_0.sim_bins"], 200)})
+    with pytest.raises(ValueError, match="out-of-range"):
+        ContextModel.from_tensors(bad_bins, "level_0")
+    no_factor = {k: v for k, v in stored.items() if k != "level_0.sim_factor"}
+    with pytest.raises(ValueError, match="both sim_bins and sim_factor"):
+        ContextModel.from_tensors(no_factor, "level_0")
+    with pytest.raises(ValueError, match="does not match"):
+        ContextModel.fit(smooth_field_grids(4, codebook), 64, codebook=codebook)
+    pair = np.stack([codebook[0, 0], -codebook[0, 0]])[None]  # a code and its opposite
+    bins = similarity_bins(pair, bins=4)
+    assert bins[0, 0, 0] == 3 and bins[0, 0, 1] == 0 and (bins[0, 2] == 4).all()
+
+
+def test_chunked_context_encoding_writes_the_same_bytes(monkeypatch):
+    """Large images are encoded in chunks of positions; the stream must not depend on it."""
+    import oscar_model.entropy as entropy
+
+    grids = correlated_grids(6, 2, 64)
+    model = ContextModel.fit(grids, 64)
+    flat = grids[0].reshape(2, -1)
+    _, whole = encode_indices(flat, 64, None, model, grids[0].shape[1:])
+    monkeypatch.setattr(entropy, "ENCODE_CHUNK", 7)
+    coding, chunked = encode_indices(flat, 64, None, model, grids[0].shape[1:])
+    assert coding == CODING_CONTEXT and chunked == whole
