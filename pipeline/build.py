@@ -30,6 +30,7 @@ from .stages import (
 from .writer import (
     clean_uncommitted,
     committed_files,
+    committed_model_ids,
     committed_uris,
     read_parts,
     write_json,
@@ -279,11 +280,28 @@ def _finish(job: str, cfg, model: dict[str, Any], rows: list[dict[str, Any]], to
     return summary
 
 
+def refuse_other_model(output: str, model: dict[str, Any], storage) -> None:
+    """Raises when ``output`` already holds committed results of another model.
+
+    Why: a rerun resumes, skipping every committed image. With another model (retrained
+    weights, new entropy tables) the tables would silently hold two models' rows under one
+    run manifest, and the old bitstreams would not decode with the new model.
+    """
+    others = committed_model_ids(output, storage) - {model["model_id"]}
+    if others:
+        raise ValueError(
+            f"{output} already holds results of model id(s) {', '.join(sorted(others))}; this run's model "
+            f"{model['name']} is id {model['model_id']}. Resuming would mix two models in one table: "
+            "write to a new --output, or delete the old one first"
+        )
+
+
 def _images_job(
     job: str, cfg, build, pools: list[ActorConfig], progress: bool, model: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     t0 = time.time()
     model = model or _model_info(cfg.model)
+    refuse_other_model(cfg.output, model, cfg.storage)
     uris = source_uris(cfg.input, cfg.storage)
     removed = clean_uncommitted(cfg.output, cfg.storage)
     done = committed_uris(cfg.output, cfg.storage)
@@ -380,6 +398,7 @@ def run_redecode(cfg: RedecodeConfig, progress: bool = True) -> dict[str, Any]:
         level = max(index.column("rate_level").to_pylist())
     keys = [f"{u}#L{int(lvl)}" for u, lvl in zip(index.column("source_uri").to_pylist(), index.column("rate_level").to_pylist())
             if level is None or int(lvl) == level]
+    refuse_other_model(cfg.output, model, cfg.storage)
     removed = clean_uncommitted(cfg.output, cfg.storage)
     done = frozenset(committed_uris(cfg.output, cfg.storage))
     todo = [k for k in keys if k not in done]

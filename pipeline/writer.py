@@ -3,12 +3,13 @@
 Layout under the output URI::
 
     bitstreams/part-<id>.parquet   metrics/part-<id>.parquet   errors/part-<id>.parquet
-    _committed/part-<id>.json      (written LAST: the source URIs the part holds, row counts)
+    _committed/part-<id>.json      (written LAST: the source URIs the part holds, row counts, model id)
     run_manifest.json              (config, model id and hash, versions, counts, wall time)
 
 ``<id>`` is a hash of the batch's source URIs, so a retried task rewrites the same files.
 A part without its marker is an interrupted write: it is deleted on the next run and its
-images are processed again. Readers only read committed parts.
+images are processed again. Readers only read committed parts. A rerun with another model is
+refused (:func:`committed_model_ids`): resuming would mix two models' results in one table.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from pyarrow import fs as pafs
 from .schema import TABLES, UNCOMPRESSED_COLUMNS
 from .sources import StorageOptions, resolve
 
-__all__ = ["write_tables", "committed_parts", "committed_uris", "clean_uncommitted", "read_table", "write_png", "write_json"]
+__all__ = [
+    "write_tables",
+    "committed_parts",
+    "committed_uris",
+    "committed_model_ids",
+    "clean_uncommitted",
+    "read_table",
+    "write_png",
+    "write_json",
+]
 
 MARKERS = "_committed"
 
@@ -132,7 +142,7 @@ def write_tables(
             filesystem.create_dir(f"{base}/{name}", recursive=True)
             table = pa.Table.from_pylist(tables[name], schema=TABLES[name])
             _write_parquet(filesystem, f"{base}/{name}/{part}.parquet", table)
-    marker = {"part": part, "source_uris": uris, "rows": {k: len(v) for k, v in tables.items()}}
+    marker = {"part": part, "source_uris": uris, "rows": {k: len(v) for k, v in tables.items()}, "model_id": model_id}
     filesystem.create_dir(f"{base}/{MARKERS}", recursive=True)
     with filesystem.open_output_stream(f"{base}/{MARKERS}/{part}.json") as f:
         f.write(json.dumps(marker).encode())
@@ -165,6 +175,19 @@ def committed_parts(output_uri: str, storage: StorageOptions | None = None) -> s
 def committed_uris(output_uri: str, storage: StorageOptions | None = None) -> set[str]:
     """Source URIs already fully written (ok or error) by an earlier run."""
     return {u for m in _markers(output_uri, storage) for u in m["source_uris"]}
+
+
+def committed_model_ids(output_uri: str, storage: StorageOptions | None = None) -> set[str]:
+    """Model ids of the committed parts under ``output_uri``. Markers written before they
+    recorded one fall back to the run manifest's model id (absent if that run never finished)."""
+    markers = _markers(output_uri, storage)
+    ids = {m["model_id"] for m in markers if "model_id" in m}
+    if any("model_id" not in m for m in markers):
+        filesystem, base = resolve(output_uri, storage)
+        if filesystem.get_file_info(f"{base}/run_manifest.json").type == pafs.FileType.File:
+            with filesystem.open_input_file(f"{base}/run_manifest.json") as f:
+                ids.add(json.loads(f.read())["model"]["model_id"])
+    return ids
 
 
 def clean_uncommitted(output_uri: str, storage: StorageOptions | None = None) -> int:

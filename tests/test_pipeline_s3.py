@@ -153,6 +153,13 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     assert table(out, "errors").num_rows == errs.num_rows
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="archive/run_manifest.json")["Body"].read())
     assert manifest["counts"]["images_skipped_already_done"] == n_good + n_bad
+    # Every committed part records its model, and another model may not resume into it.
+    from pipeline.build import refuse_other_model
+    from pipeline.writer import committed_model_ids
+
+    assert committed_model_ids(out) == {tiny_codec.model_id.hex()}
+    with pytest.raises(ValueError, match="new --output"):
+        refuse_other_model(out, {"name": "oscar-tiny", "model_id": "00000000"}, None)
 
     # redecode: PNGs for every archived stream, and a transcode of the top level to level 0.
     dec = f"s3://{BUCKET}/decoded"

@@ -113,3 +113,27 @@ def _png_bytes() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_rerun_with_another_model_is_refused(tmp_path):
+    """Resuming skips committed images: with other weights or tables it would mix two models'
+    rows (and bitstreams only the old model decodes) in one output, so it is refused."""
+    import json
+
+    from pipeline.build import refuse_other_model
+    from pipeline.writer import committed_model_ids
+
+    out = tmp_path / "out"
+    (out / "_committed").mkdir(parents=True)
+    marker = {"part": "part-a", "source_uris": ["a.png"], "rows": {"bitstreams": 2}, "model_id": "aaaa0000"}
+    (out / "_committed" / "part-a.json").write_text(json.dumps(marker))
+    refuse_other_model(str(out), {"name": "oscar-tiny", "model_id": "aaaa0000"}, None)  # same model: resumes
+    with pytest.raises(ValueError, match="model id\\(s\\) aaaa0000; this run's model oscar-tiny is id bbbb1111"):
+        refuse_other_model(str(out), {"name": "oscar-tiny", "model_id": "bbbb1111"}, None)
+    # Markers from before the id was recorded: the finished run's manifest speaks for them.
+    old = {"part": "part-b", "source_uris": ["b.png"], "rows": {"bitstreams": 2}}
+    (out / "_committed" / "part-b.json").write_text(json.dumps(old))
+    assert committed_model_ids(str(out)) == {"aaaa0000"}
+    (out / "run_manifest.json").write_text(json.dumps({"model": {"model_id": "cccc2222"}}))
+    assert committed_model_ids(str(out)) == {"aaaa0000", "cccc2222"}
+    assert committed_model_ids(str(tmp_path / "empty")) == set()
