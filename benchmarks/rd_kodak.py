@@ -54,14 +54,14 @@ def mean(values):
     return float(np.mean(values)) if values else None
 
 
-def side_by_side(codec: OscarCodec, images: dict[str, np.ndarray], levels: list[int], out: Path) -> None:
+def side_by_side(codec: OscarCodec, images: dict[str, np.ndarray], levels: list[int], out: Path, refine_steps: int = 0) -> None:
     """original | oscar | AVIF at the same bpp, full frame on top and a 3x crop below, per image and level."""
     from PIL import ImageDraw
 
     tiles = []
     for name, img in images.items():
         for level in levels:
-            (stream,) = codec.encode([img], level)
+            (stream,) = codec.encode([img], level, refine_steps=refine_steps)
             (rec,) = codec.decode([stream])
             bpp = 8 * len(stream) / (img.shape[0] * img.shape[1])
             avif = match_bpp(img, "avif", bpp)
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N images only (quick check)")
     p.add_argument("--codecs", default="jpeg,webp,avif")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="encoder-side index search through the decoder, STEPS Adam steps per image and level (0: greedy)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         ae_img = ((ae.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         per_image.append({"image": name, "codec": "autoencoder only", "level": None, "bpp": None,
                           "psnr": psnr(img, ae_img), "ms_ssim": ms_ssim_rgb(img, ae_img)})
-        streams_all, ae_ms, rate_ms = codec.encode_arrays_timed([img], [codec.ladder.get(lv) for lv in levels])
+        streams_all, ae_ms, rate_ms = codec.encode_arrays_timed([img], [codec.ladder.get(lv) for lv in levels], refine_steps=args.refine)
         streams = streams_all[0]
         for lv, stream in zip(levels, streams):
             bpp = 8 * len(stream) / (h * w)
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": codec.config.name, "model_id": codec.model_id.hex(), "images": len(images),
         "ladder": codec.ladder.to_dicts(), "summary": summary, "head_to_head": head_to_head, "per_image": per_image,
         "perceptual_metrics": {k: ("computed" if v else "absent: package or backbone weights not on this machine") for k, v in perceptual.items()},
-        "torch_threads": args.threads, "command": "python benchmarks/rd_kodak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "torch_threads": args.threads, "refine_steps": args.refine, "command": "python benchmarks/rd_kodak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     (out / "rd_kodak.json").write_text(json.dumps(result, indent=1))
     plot_rows = [{"codec": s["codec"] if s["codec"] in classic else s["codec"] + "", "rate_level": s["level"], "bpp": s["bpp"],
@@ -199,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "rd_kodak.png").write_bytes(rd_plot_png(plot_rows, title=f"Kodak ({len(images)} images): {codec.config.name} vs classical codecs at matched bpp",
                                                     extra=anchors(Path(args.anchors), max(s["bpp"] or 0 for s in summary))))
     pick = [n for n in ("kodim04", "kodim14", "kodim23") if n in images] or list(images)[:3]
-    side_by_side(codec, {n: images[n] for n in pick}, [levels[1], levels[-1]], out / "side_by_side.png")
+    side_by_side(codec, {n: images[n] for n in pick}, [levels[1], levels[-1]], out / "side_by_side.png", args.refine)
 
-    print(f"\nKodak, {len(images)} images, model {codec.config.name} (id {codec.model_id.hex()}); LPIPS/DISTS: "
+    print(f"\nKodak, {len(images)} images, model {codec.config.name} (id {codec.model_id.hex()}), refine steps {args.refine}; LPIPS/DISTS: "
           + ", ".join(f"{k} {v}" for k, v in result["perceptual_metrics"].items()))
     print("| codec | level | bpp | PSNR dB | MS-SSIM | encode s | decode s | images at/below target |")
     print("|---|---|---|---|---|---|---|---|")

@@ -37,6 +37,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
                         "Pools must leave 0.5 CPU for reads and writes")
     p.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0 = CPU; fractional is fine)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="encoder effort: STEPS of index search through the decoder per image and level; better "
+                        "images, same decoder, each step costing about one decode and its backward pass (16 is a good "
+                        "choice; default 0)")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,8 +52,11 @@ def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
 
 
 def pool_options(args: argparse.Namespace) -> dict:
-    """The actor-pool fields every job config shares: fused or separate pools, and their sizes."""
-    return {"fused": not args.separate_pools, "encode": actor_config(args), "decode": actor_config(args, decode=True)}
+    """The fields every job config shares: fused or separate pools, their sizes, encoder effort."""
+    if args.refine < 0:
+        raise SystemExit(f"--refine must be >= 0, got {args.refine}")
+    return {"fused": not args.separate_pools, "encode": actor_config(args), "decode": actor_config(args, decode=True),
+            "refine_steps": args.refine}
 
 
 def storage(args: argparse.Namespace) -> StorageOptions:

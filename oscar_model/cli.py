@@ -33,7 +33,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         point = codec.ladder.nearest(args.bpp)
     image = to_rgb_array(Path(args.input))
     t0 = time.perf_counter()
-    (stream,) = codec.encode([image], point.index)
+    (stream,) = codec.encode([image], point.index, refine_steps=args.refine)
     seconds = time.perf_counter() - t0
     out = Path(args.output or Path(args.input).with_suffix(".osc"))
     out.write_bytes(stream)
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bpp", type=float, default=0.0625, help="target bits per pixel (the level whose typical bpp is nearest)")
     rate.add_argument("--level", type=int, help="ladder level index instead of --bpp")
     e.add_argument("--model", default="oscar-tiny", help="registered name or model folder")
+    e.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="search the indices through the decoder for STEPS steps: better image, slower encode, same decoder")
     e.set_defaults(func=_cmd_encode)
     d = sub.add_parser("decode", help="decode an .osc stream to PNG")
     d.add_argument("input")

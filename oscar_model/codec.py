@@ -36,6 +36,7 @@ from .entropy import ContextModel, decode_indices, encode_indices
 from .hyper_encoder import HyperEncoder
 from .images import ImageLike, to_rgb_array
 from .rates import RateLadder, RateLike, RatePoint
+from .refine import refine_indices
 from .registry import CONFIG_NAME, resolve_model_path
 from .schedule import PREDICTION_TYPES, ScaledLinearSchedule
 
@@ -236,6 +237,17 @@ class OscarCodec(nn.Module):
     ) -> torch.Tensor:
         """Indices -> z~ rescaled to ``target_rms`` -> (one denoising step) -> latent x0."""
         z_tilde = self.hyper_encoders[point.index].decode(indices).float()
+        return self.latents_from_z_tilde(z_tilde, point, target_rms, timestep, denoise)
+
+    def latents_from_z_tilde(
+        self,
+        z_tilde: torch.Tensor,
+        point: RatePoint,
+        target_rms: torch.Tensor,
+        timestep: int | None = None,
+        denoise: bool = True,
+    ) -> torch.Tensor:
+        """z~ rescaled to ``target_rms`` -> (one denoising step) -> latent x0."""
         scale = target_rms / self.channel_rms(z_tilde).clamp_min(1e-6)
         z_t = z_tilde * scale[:, :, None, None]
         if not denoise:
@@ -250,27 +262,33 @@ class OscarCodec(nn.Module):
 
     # ------------------------------------------------------------------ bytes-level API
     @overload
-    def encode(self, images: Sequence[ImageLike], rates: RateLike, batch_size: int = ...) -> list[bytes]: ...
+    def encode(
+        self, images: Sequence[ImageLike], rates: RateLike, batch_size: int = ..., refine_steps: int = ...
+    ) -> list[bytes]: ...
     @overload
-    def encode(self, images: Sequence[ImageLike], rates: Sequence[RateLike], batch_size: int = ...) -> list[list[bytes]]: ...
+    def encode(
+        self, images: Sequence[ImageLike], rates: Sequence[RateLike], batch_size: int = ..., refine_steps: int = ...
+    ) -> list[list[bytes]]: ...
 
     @torch.inference_mode()
-    def encode(self, images, rates, batch_size: int = 8):
+    def encode(self, images, rates, batch_size: int = 8, refine_steps: int = 0):
         """Encodes images at one rate (-> one stream per image) or several (-> a list per image).
 
         A rate is an ``int`` ladder level or a ``float`` bpp (nearest level). The autoencoder
         runs once per image; every requested rate is quantised from that one latent.
-        Same-size images are batched ``batch_size`` at a time.
+        Same-size images are batched ``batch_size`` at a time. ``refine_steps`` > 0 searches
+        the indices through the decoder (:mod:`oscar_model.refine`): better images, slower
+        encoding, the same decoder.
         """
         single = not isinstance(rates, Sequence)
         points = [self.ladder.resolve(r) for r in ([rates] if single else rates)]
         arrays = [to_rgb_array(im) for im in images]
-        out, _, _ = self.encode_arrays_timed(arrays, points, batch_size)
+        out, _, _ = self.encode_arrays_timed(arrays, points, batch_size, refine_steps)
         return [o[0] for o in out] if single else out
 
     @torch.inference_mode()
     def encode_arrays_timed(
-        self, arrays: Sequence[np.ndarray], points: Sequence[RatePoint], batch_size: int = 8
+        self, arrays: Sequence[np.ndarray], points: Sequence[RatePoint], batch_size: int = 8, refine_steps: int = 0
     ) -> tuple[list[list[bytes]], list[float], list[list[float]]]:
         """Like :meth:`encode` on RGB uint8 arrays, also returning per-image wall times.
 
@@ -278,18 +296,26 @@ class OscarCodec(nn.Module):
         time is shared equally by its images. Encoding one image at rate r alone costs about
         ``autoencoder_ms + rate_ms[r]``.
         """
+        if refine_steps < 0:
+            raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
         out: list[list[bytes]] = [[b""] * len(points) for _ in arrays]
         ae_ms = [0.0] * len(arrays)
         rate_ms = [[0.0] * len(points) for _ in arrays]
         for idxs in same_size_batches(arrays, batch_size):
             h, w = arrays[idxs[0]].shape[:2]
             t0 = time.perf_counter()
-            z = self.encode_latents(self._to_tensor([arrays[i] for i in idxs]))
+            x = self._to_tensor([arrays[i] for i in idxs])
+            z = self.encode_latents(x)
             rms = self.channel_rms(z).cpu().numpy()
             t_ae = (time.perf_counter() - t0) * 1000 / len(idxs)
             for pos, point in enumerate(points):
                 t1 = time.perf_counter()
-                codes = self.hyper_encoders[point.index].encode(z).cpu().numpy()
+                if refine_steps > 0:
+                    sent = np.stack([dequantize_rms(quantize_rms(r)) for r in rms])  # the norms the decoder will use
+                    target = torch.from_numpy(sent).float().to(self.device)
+                    codes = refine_indices(self, x, z, point, target, refine_steps, size=(h, w)).cpu().numpy()
+                else:
+                    codes = self.hyper_encoders[point.index].encode(z).cpu().numpy()
                 for b, i in enumerate(idxs):
                     out[i][pos] = self._pack(codes[b], point, h, w, rms[b])
                 t_rate = (time.perf_counter() - t1) * 1000 / len(idxs)

@@ -77,8 +77,11 @@ class HyperEncoder(ModelMixin, ConfigMixin):
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Indices -> compressed latent z~ (B, C, H, W), before norm rescaling."""
-        codes = self.quantizer.lookup(indices).to(self.post_quant_proj.weight.dtype)
-        return self.decoder(self.post_quant_proj(codes))
+        return self.decode_codes(self.quantizer.lookup(indices))
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors (B, G * d, h, w) -> z~; differentiable (the encoder's index search)."""
+        return self.decoder(self.post_quant_proj(codes.to(self.post_quant_proj.weight.dtype)))
 
     def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training path: (z~, indices, commitment loss), straight-through gradients."""

@@ -72,6 +72,8 @@ class ArchiveConfig:
         device: "cpu", "cuda" or None (CUDA when the actor has one).
         fused: encode and verify in one actor pool (sized by ``encode``); False gives separate
             encode and decode pools, for when they want different hardware.
+        refine_steps: encoder effort: Adam steps of index search through the decoder per
+            image and level (:mod:`oscar_model.refine`); 0 = greedy. Same decoder, same format.
     """
 
     input: str
@@ -82,6 +84,7 @@ class ArchiveConfig:
     images: bool = False
     device: str | None = None
     fused: bool = True
+    refine_steps: int = 0
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
     read_batch_size: int = 2
@@ -183,8 +186,10 @@ def encode_and_verify(ds, cfg, model: dict[str, Any], rates, verify: bool, image
     """Rows with pixels -> OSCAR bitstreams at ``rates`` (+ one-step decode and metrics)."""
     if verify and cfg.fused:
         return _actor_map(ds, EncodeVerifyStage, cfg.encode, model=model["path"], rates=rates, device=cfg.device,
-                          images_uri=images_uri, storage=cfg.storage, batch_size=cfg.encode.batch_size, keep_pixels=keep_pixels)
-    ds = _actor_map(ds, EncodeStage, cfg.encode, model=model["path"], rates=rates, device=cfg.device, batch_size=cfg.encode.batch_size)
+                          images_uri=images_uri, storage=cfg.storage, batch_size=cfg.encode.batch_size, keep_pixels=keep_pixels,
+                          refine_steps=cfg.refine_steps)
+    ds = _actor_map(ds, EncodeStage, cfg.encode, model=model["path"], rates=rates, device=cfg.device, batch_size=cfg.encode.batch_size,
+                    refine_steps=cfg.refine_steps)
     if verify:
         ds = _actor_map(ds, ReconstructStage, cfg.decode, model=model["path"], device=cfg.device, images_uri=images_uri,
                         storage=cfg.storage, batch_size=cfg.decode.batch_size, keep_pixels=keep_pixels)
@@ -344,6 +349,7 @@ class RedecodeConfig:
     model: str = "oscar-tiny"
     device: str | None = None
     fused: bool = True
+    refine_steps: int = 0
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -431,6 +437,7 @@ class AuditConfig:
     model: str = "oscar-tiny"
     device: str | None = None
     fused: bool = True
+    refine_steps: int = 0
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
     baseline_cpus: float = 0.5

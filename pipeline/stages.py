@@ -107,13 +107,18 @@ class EncodeStage:
     """Actor: loads the codec once, encodes every ok row at every requested rate.
 
     Adds list columns ``rate_levels``, ``bitstreams`` and ``encode_ms`` (autoencoder time +
-    that rate's own time: the cost of encoding at that rate alone).
+    that rate's own time: the cost of encoding at that rate alone). ``refine_steps`` > 0
+    searches the indices through the decoder (slower encode, better images, same format).
     """
 
-    def __init__(self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8,
+        refine_steps: int = 0,
+    ) -> None:
         self.codec = load_codec(model, device)
         self.points = self.codec.ladder.resolve_many(rates)
         self.batch_size = batch_size
+        self.refine_steps = refine_steps
 
     def __call__(self, batch: Batch) -> Batch:
         rows = rows_of(batch)
@@ -133,7 +138,9 @@ class EncodeStage:
     def _encode(self, rows: list[dict[str, Any]], which: list[int]) -> None:
         if not which:
             return
-        streams, ae_ms, rate_ms = self.codec.encode_arrays_timed([pixels_of(rows[i]) for i in which], self.points, self.batch_size)
+        streams, ae_ms, rate_ms = self.codec.encode_arrays_timed(
+            [pixels_of(rows[i]) for i in which], self.points, self.batch_size, self.refine_steps
+        )
         for k, i in enumerate(which):
             rows[i].update(
                 rate_levels=[p.index for p in self.points],
@@ -218,8 +225,9 @@ class EncodeVerifyStage:
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None,
         images_uri: str | None = None, storage: Any = None, batch_size: int = 8, keep_pixels: bool = False,
+        refine_steps: int = 0,
     ) -> None:
-        self.encode = EncodeStage(model, rates, device, batch_size)
+        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps)
         self.reconstruct = ReconstructStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
 
     def __call__(self, batch: Batch) -> Batch:

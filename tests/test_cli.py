@@ -61,3 +61,11 @@ def test_missing_weights_say_what_and_where(tmp_path, monkeypatch, png, capsys):
 def test_unknown_model_name(png, capsys):
     assert main(["encode", str(png), "--model", "no-such-model"]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_encode_with_refine_writes_a_stream_the_decoder_reads(tiny_model_dir, png, tmp_path):
+    osc = tmp_path / "refined.osc"
+    assert main(["encode", str(png), "-o", str(osc), "--level", "1", "--refine", "2", "--model", str(tiny_model_dir)]) == 0
+    out = tmp_path / "refined.png"
+    assert main(["decode", str(osc), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
+    assert np.asarray(Image.open(out)).shape == (200, 300, 3)

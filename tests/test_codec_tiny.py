@@ -188,3 +188,27 @@ def test_decode_batches_mixed_sizes_and_rates(tiny_codec, photo):
 def test_unknown_rate_errors(tiny_codec, photo):
     with pytest.raises(ValueError, match="valid levels"):
         tiny_codec.encode([photo], 17)
+
+
+def test_refined_encoding_decodes_closer_with_the_same_decoder(tiny_codec, photo):
+    """Index search through the decoder: a valid stream of the same level and model, decoding
+    (with the unchanged decoder) no worse by the search's loss; 0 steps is the greedy encoder."""
+    from oscar_model.refine import image_loss
+
+    level = max(p.index for p in tiny_codec.ladder)
+    (greedy,) = tiny_codec.encode([photo], level)
+    assert tiny_codec.encode([photo], level, refine_steps=0) == [greedy]
+    flags = [p.requires_grad for p in tiny_codec.parameters()]
+    (refined,) = tiny_codec.encode([photo], level, refine_steps=4)
+    assert [p.requires_grad for p in tiny_codec.parameters()] == flags  # networks left as they were
+    assert unpack(refined).rate_index == level and unpack(refined).model_id == tiny_codec.model_id
+    assert refined != greedy
+
+    def loss(stream: bytes) -> float:
+        (img,) = tiny_codec.decode([stream])
+        as_tensor = [torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1 for a in (img, photo)]
+        return float(image_loss(*as_tensor)[0])
+
+    assert loss(refined) <= loss(greedy) + 1e-3
+    with pytest.raises(ValueError, match="refine_steps"):
+        tiny_codec.encode([photo], level, refine_steps=-1)

@@ -137,3 +137,21 @@ def test_a_rerun_with_another_model_is_refused(tmp_path):
     (out / "run_manifest.json").write_text(json.dumps({"model": {"model_id": "cccc2222"}}))
     assert committed_model_ids(str(out)) == {"aaaa0000", "cccc2222"}
     assert committed_model_ids(str(tmp_path / "empty")) == set()
+
+
+def test_encode_stage_searches_indices_when_asked(tiny_model_dir, tiny_codec, photo):
+    """--refine reaches the actors: the stage's streams are the codec's refined ones."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.stages import EncodeStage, decode_images
+
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="PNG")
+    batch = decode_images({"bytes": np.array([buf.getvalue()], dtype=object), "path": np.array(["p.png"], dtype=object)})
+    level = max(p.index for p in tiny_codec.ladder)
+    refined = EncodeStage(str(tiny_model_dir), rates=(level,), refine_steps=3)(dict(batch))
+    greedy = EncodeStage(str(tiny_model_dir), rates=(level,))(dict(batch))
+    assert list(refined["bitstreams"][0]) == tiny_codec.encode([photo], [level], refine_steps=3)[0]
+    assert list(refined["bitstreams"][0]) != list(greedy["bitstreams"][0])

@@ -1,0 +1,115 @@
+"""Encoder-side index search through the decoder (analysis by synthesis).
+
+The greedy encoder picks, per position, the code nearest the hyper-encoder's feature: what
+the codebook was trained for, not what decodes best, since the one-step denoiser and the
+autoencoder sit between the indices and the pixels. Refinement treats the unit features as
+free variables, quantises them in the forward pass (straight-through), decodes them the way
+the decoder will (z~ rescaled to the transmitted norms, one denoising step, the autoencoder)
+and follows the gradient of L1 + (1 - MS-SSIM) against the original image for a few Adam
+steps, keeping each image's best indices seen (the greedy ones count, so no image gets
+worse by the loss). The decoder and the bitstream format are unchanged: a refined stream
+decodes with any copy of the model, at the decoder's usual speed.
+
+It costs one decoder forward and backward pass per step (on this 2-core CPU about 0.5 s per
+step for a 768x512 image); the streams come out 2-5% larger, since the chosen codes are less
+predictable from their neighbours (``benchmarks/rd_kodak.py --refine``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
+
+from .train.losses import MS_SSIM_WINDOW
+
+__all__ = ["refine_indices", "REFINE_LR", "image_loss"]
+
+REFINE_LR = 0.002
+"""Adam step on the unit features. Chosen on BSDS500 test-folder photos (not Kodak): at level 3,
+16 steps at 0.002 beat 10 at 0.003 / 0.005 and 6 at 0.005 / 0.01 (26.87 dB / 0.927 against
+26.28 / 0.918 greedy); larger steps jump to worse codes after the first two or three."""
+
+MS_SSIM_MIN_SIDE = (MS_SSIM_WINDOW - 1) * 2**4 + 1
+"""Five-scale MS-SSIM needs this many pixels on the short side; smaller images use L1 alone."""
+
+
+def image_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-image L1 + (1 - MS-SSIM) of images in [-1, 1] -> (B,)."""
+    loss = (x_hat - x).abs().mean(dim=(1, 2, 3))
+    if min(x.shape[-2:]) >= MS_SSIM_MIN_SIDE:
+        a, b = (x_hat.float().clamp(-1, 1) + 1) / 2, (x.float() + 1) / 2
+        loss = loss + 1 - ms_ssim(a, b, data_range=1.0, size_average=False, win_size=MS_SSIM_WINDOW)
+    return loss
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """No parameter gradients while searching (only the features are optimised)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def refine_indices(
+    codec,
+    images: torch.Tensor,
+    latents: torch.Tensor,
+    point,
+    target_rms: torch.Tensor,
+    steps: int,
+    size: tuple[int, int] | None = None,
+    lr: float = REFINE_LR,
+) -> torch.Tensor:
+    """Indices (B, G, h, w) for ``point`` that decode closer to ``images`` than the greedy ones.
+
+    Args:
+        codec: the :class:`~oscar_model.codec.OscarCodec` (its networks are not changed).
+        images: padded images in [-1, 1], (B, 3, H, W).
+        latents: their latents z, (B, 4, H/8, W/8).
+        point: the rate level.
+        target_rms: (B, C) the per-channel norms the stream carries (after quantisation).
+        steps: Adam steps; 0 returns the greedy indices.
+        size: (h, w) of the image inside the padding; the loss ignores the padding.
+    """
+    he = codec.hyper_encoders[point.index]
+    quantizer = he.quantizer
+    h, w = size or images.shape[-2:]
+    with torch.inference_mode(False), torch.enable_grad(), _frozen(codec):
+        # Tensors made under inference mode cannot enter autograd: work on plain copies.
+        images, latents, target_rms = (t.clone() for t in (images, latents, target_rms))
+        target = images[:, :, :h, :w].float()
+        features = F.normalize(quantizer._split(he.features(latents).float()), dim=-1)
+        u = features.detach().clone().requires_grad_(True)
+        codebook = quantizer.normalized_codebook().detach()
+        opt = torch.optim.Adam([u], lr=lr)
+        best_loss = torch.full((images.shape[0],), float("inf"), device=images.device)
+        best = torch.zeros(u.shape[:-1], dtype=torch.long, device=images.device)
+        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16)
+        for step in range(steps + 1):
+            unit = F.normalize(u, dim=-1)
+            idx = torch.einsum("bghwd,gkd->bghwk", unit, codebook).argmax(-1)
+            codes = torch.stack([codebook[g][idx[:, g]] for g in range(quantizer.groups)], dim=1)
+            straight = unit + (codes - unit).detach()  # forward: the codes; backward: to u
+            b, g, hh, ww, d = straight.shape
+            with autocast:
+                z_tilde = he.decode_codes(straight.permute(0, 1, 4, 2, 3).reshape(b, g * d, hh, ww)).float()
+                x0 = codec.latents_from_z_tilde(z_tilde, point, target_rms)
+                x_hat = codec.decode_latents(x0)[:, :, :h, :w].float()
+            loss = image_loss(x_hat, target)
+            better = loss.detach() < best_loss
+            best_loss = torch.where(better, loss.detach(), best_loss)
+            best[better] = idx[better]
+            if step == steps:
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+    return best
