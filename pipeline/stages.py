@@ -124,7 +124,7 @@ class EncodeStage:
         rows = rows_of(batch)
         ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
         for r in rows:
-            r.update(rate_levels=[], bitstreams=[], encode_ms=[])
+            r.update(rate_levels=[], bitstreams=[], encode_ms=[], refine_steps=self.refine_steps)
         try:
             self._encode(rows, ok)
         except Exception:

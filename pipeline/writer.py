@@ -87,6 +87,8 @@ def table_rows(
             continue
         w, h = int(r["width"]), int(r["height"])
         ref = reference.format(**r) if "{" in reference else reference
+        refined = int(_as_py(r.get("refine_steps")) or 0)
+        effort = f", refine {refined}" if refined else ""  # so refined rows never pass for greedy ones
         for j, level in enumerate(r.get("rate_levels", [])):
             stream = bytes(r["bitstreams"][j])
             bpp = 8 * len(stream) / (w * h)
@@ -95,7 +97,7 @@ def table_rows(
             out["bitstreams"].append({**common, "model_id": model_id, "nominal_bpp": nominal[int(level)], "bitstream": stream})
             if "psnr" in r and len(r["psnr"]) > j:
                 out["metrics"].append(
-                    {**common, "codec": codec_name, "setting": f"level {int(level)}", "psnr": _as_py(r["psnr"][j]),
+                    {**common, "codec": codec_name, "setting": f"level {int(level)}{effort}", "psnr": _as_py(r["psnr"][j]),
                      "ms_ssim": _as_py(r["ms_ssim"][j]), "lpips": _as_py(r["lpips"][j]), "dists": None,
                      "decode_ms": _as_py(r["decode_ms"][j]), "reference": ref}
                 )

@@ -155,3 +155,10 @@ def test_encode_stage_searches_indices_when_asked(tiny_model_dir, tiny_codec, ph
     greedy = EncodeStage(str(tiny_model_dir), rates=(level,))(dict(batch))
     assert list(refined["bitstreams"][0]) == tiny_codec.encode([photo], [level], refine_steps=3)[0]
     assert list(refined["bitstreams"][0]) != list(greedy["bitstreams"][0])
+    assert list(refined["refine_steps"]) == [3] and list(greedy["refine_steps"]) == [0]
+
+
+def test_refined_rows_say_so_in_the_metrics_table():
+    row = dict(_transcoded_row(np.array([2])), refine_steps=np.int64(16))
+    (metric,) = table_rows([row], "oscar-test", "00", {2: 0.06})["metrics"]
+    assert metric["setting"] == "level 2, refine 16"
