@@ -307,12 +307,13 @@ class OscarCodec(nn.Module):
             x = self._to_tensor([arrays[i] for i in idxs])
             z = self.encode_latents(x)
             rms = self.channel_rms(z).cpu().numpy()
+            if refine_steps > 0:  # the norms the decoder will use, once for every level
+                sent = np.stack([dequantize_rms(quantize_rms(r)) for r in rms])
+                target = torch.from_numpy(sent).float().to(self.device)
             t_ae = (time.perf_counter() - t0) * 1000 / len(idxs)
             for pos, point in enumerate(points):
                 t1 = time.perf_counter()
                 if refine_steps > 0:
-                    sent = np.stack([dequantize_rms(quantize_rms(r)) for r in rms])  # the norms the decoder will use
-                    target = torch.from_numpy(sent).float().to(self.device)
                     codes = refine_indices(self, x, z, point, target, refine_steps, size=(h, w)).cpu().numpy()
                 else:
                     codes = self.hyper_encoders[point.index].encode(z).cpu().numpy()

@@ -21,9 +21,8 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from pytorch_msssim import ms_ssim
 
-from .train.losses import MS_SSIM_WINDOW
+from .train.losses import MS_SSIM_WINDOW, reconstruction_terms
 
 __all__ = ["refine_indices", "REFINE_LR", "image_loss"]
 
@@ -37,12 +36,11 @@ MS_SSIM_MIN_SIDE = (MS_SSIM_WINDOW - 1) * 2**4 + 1
 
 
 def image_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image L1 + (1 - MS-SSIM) of images in [-1, 1] -> (B,)."""
-    loss = (x_hat - x).abs().mean(dim=(1, 2, 3))
-    if min(x.shape[-2:]) >= MS_SSIM_MIN_SIDE:
-        a, b = (x_hat.float().clamp(-1, 1) + 1) / 2, (x.float() + 1) / 2
-        loss = loss + 1 - ms_ssim(a, b, data_range=1.0, size_average=False, win_size=MS_SSIM_WINDOW)
-    return loss
+    """Per-image L1 + (1 - MS-SSIM) of images in [-1, 1] -> (B,); training's loss, per image."""
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        return (x_hat - x).abs().mean(dim=(1, 2, 3))
+    l1, msssim = reconstruction_terms(x_hat, x)
+    return l1 + 1 - msssim
 
 
 @contextlib.contextmanager
@@ -86,21 +84,20 @@ def refine_indices(
         # Tensors made under inference mode cannot enter autograd: work on plain copies.
         images, latents, target_rms = (t.clone() for t in (images, latents, target_rms))
         target = images[:, :, :h, :w].float()
-        features = F.normalize(quantizer._split(he.features(latents).float()), dim=-1)
-        u = features.detach().clone().requires_grad_(True)
-        codebook = quantizer.normalized_codebook().detach()
+        features = he.features(latents).float()
+        # Start from unit features (the step size is relative to them); the quantiser
+        # normalises again on every step.
+        b, c, hh, ww = features.shape
+        unit = F.normalize(quantizer._split(features), dim=-1).permute(0, 1, 4, 2, 3).reshape(b, c, hh, ww)
+        u = unit.detach().clone().requires_grad_(True)
         opt = torch.optim.Adam([u], lr=lr)
-        best_loss = torch.full((images.shape[0],), float("inf"), device=images.device)
-        best = torch.zeros(u.shape[:-1], dtype=torch.long, device=images.device)
+        best_loss = torch.full((b,), float("inf"), device=images.device)
+        best = torch.zeros((b, quantizer.groups, hh, ww), dtype=torch.long, device=images.device)
         autocast = torch.autocast(images.device.type, dtype=torch.bfloat16)
         for step in range(steps + 1):
-            unit = F.normalize(u, dim=-1)
-            idx = torch.einsum("bghwd,gkd->bghwk", unit, codebook).argmax(-1)
-            codes = torch.stack([codebook[g][idx[:, g]] for g in range(quantizer.groups)], dim=1)
-            straight = unit + (codes - unit).detach()  # forward: the codes; backward: to u
-            b, g, hh, ww, d = straight.shape
+            straight, idx, _ = quantizer(u)  # forward: the nearest codes; backward: straight to u
             with autocast:
-                z_tilde = he.decode_codes(straight.permute(0, 1, 4, 2, 3).reshape(b, g * d, hh, ww)).float()
+                z_tilde = he.decode_codes(straight).float()
                 x0 = codec.latents_from_z_tilde(z_tilde, point, target_rms)
                 x_hat = codec.decode_latents(x0)[:, :, :h, :w].float()
             loss = image_loss(x_hat, target)

@@ -13,15 +13,25 @@ from ..layers import conv3x3
 MS_SSIM_WINDOW = 7
 
 
+def reconstruction_terms(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image L1 and MS-SSIM of images in [-1, 1] (MS-SSIM on [0, 1]), each (B,).
+
+    Training takes their means (:func:`reconstruction_loss`); the encoder's index search
+    (:mod:`oscar_model.refine`) keeps them per image, to keep each image's best indices.
+    """
+    l1 = (x_hat - x).abs().mean(dim=(1, 2, 3))
+    msssim = ms_ssim(
+        (x_hat.float().clamp(-1, 1) + 1) / 2, (x.float() + 1) / 2, data_range=1.0,
+        size_average=False, win_size=MS_SSIM_WINDOW,
+    )
+    return l1, msssim
+
+
 def reconstruction_loss(
     x_hat: torch.Tensor, x: torch.Tensor, ms_ssim_weight: float = 1.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """L1 + w * (1 - MS-SSIM), both on images in [-1, 1] (MS-SSIM on [0, 1])."""
-    l1 = (x_hat - x).abs().mean()
-    msssim = ms_ssim(
-        (x_hat.float().clamp(-1, 1) + 1) / 2, (x.float() + 1) / 2, data_range=1.0,
-        size_average=True, win_size=MS_SSIM_WINDOW,
-    )
+    """L1 + w * (1 - MS-SSIM), both on images in [-1, 1] (MS-SSIM on [0, 1]), batch means."""
+    l1, msssim = (t.mean() for t in reconstruction_terms(x_hat, x))
     loss = l1 + ms_ssim_weight * (1 - msssim)
     return loss, {"l1": float(l1.detach()), "ms_ssim": float(msssim.detach())}
 
