@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 
 def deps_hash(pyproject: Path) -> str:

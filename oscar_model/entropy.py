@@ -6,7 +6,8 @@ cross-hardware desync of float entropy models, CompressAI #279/#309, cannot happ
 A level may also ship a :class:`ContextModel` (each index coded given its left and upper
 neighbours, the previous group's index, and how close the neighbours' codes lie to each
 candidate in the codebook). Whichever of context rANS, rANS and fixed-length
-is shortest for a stream is used; the header says which.
+is shortest for a stream is used; the header says which. Fitting the tables is training's
+business (:mod:`oscar_model.train.tables`); this module only reads and codes with them.
 """
 
 from __future__ import annotations
@@ -23,21 +24,16 @@ from .bitstream import CODING_CONTEXT, CODING_FIXED, CODING_RANS, BitstreamError
 __all__ = [
     "encode_indices",
     "decode_indices",
-    "counts_to_table",
     "ContextModel",
-    "similarity_bins",
     "wavefront",
+    "contexts",
+    "COMPONENTS",
     "TABLE_FLOOR",
+    "SIMILARITY_SCALE",
 ]
 
 TABLE_FLOOR = 1.0
 """Added to every histogram count so that no symbol has zero probability."""
-
-
-def counts_to_table(counts: np.ndarray) -> np.ndarray:
-    """Histogram (G, K) -> integer table with the floor applied (what ships with the weights)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return np.rint(counts) + TABLE_FLOOR
 
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -150,39 +146,12 @@ CONTEXT_ALPHA = 32.0
 _COUNT_TABLES = ("left", "top", "group")
 """The count tables of a :class:`ContextModel`, in field order (``weights`` follows)."""
 
-_COMPONENTS = 4
+COMPONENTS = 4
 """Mixture components, in weight-column order: left, top, previous group, codebook similarity."""
-
-SIMILARITY_BINS = 32
-"""cos(code_a, code_b) in [-1, 1] is cut into this many equal bins for the similarity component."""
 
 SIMILARITY_SCALE = 2**16
 """The similarity factors are stored as integers up to this, so that a context's weights and
 their sum are exact int64 arithmetic: the only float step is one IEEE division per weight."""
-
-SIMILARITY_FIT_POSITIONS = 50_000
-"""Positions (a fixed random subset) the similarity factors are fitted on: 1089 numbers need no
-more; all 1.2 M positions of a K = 256 level change held-out bits by 0.2% at 12x the time."""
-
-SIMILARITY_FIT_STEPS = 12
-"""Iterative-scaling passes; level 0 of oscar-tiny moves < 0.01 bits per index after 10."""
-
-
-def similarity_bins(codebook: np.ndarray, bins: int = SIMILARITY_BINS) -> np.ndarray:
-    """Unit codebooks (G, K, d) -> uint8 (G, K + 1, K): the bin of cos(code_n, code_x).
-
-    Row K stands for "no neighbour" and holds ``bins``. The table is computed once, when the
-    model is fitted, and shipped: recomputing it from float codes on another machine could
-    move a pair across a bin edge and desynchronise the decoder.
-    """
-    if not 1 <= bins < 255:
-        raise ValueError(f"bins must lie in [1, 254], got {bins}")
-    cb = np.asarray(codebook, dtype=np.float64)
-    cos = np.einsum("gkd,gjd->gkj", cb, cb)
-    out = np.full((cb.shape[0], cb.shape[1] + 1, cb.shape[1]), bins, dtype=np.uint8)
-    out[:, :-1] = np.clip(np.floor((cos + 1) / 2 * bins), 0, bins - 1).astype(np.uint8)
-    return out
-
 
 def wavefront(height: int, width: int) -> list[np.ndarray]:
     """Flat positions of an (H, W) grid, one array per anti-diagonal i + j = d.
@@ -198,7 +167,7 @@ def wavefront(height: int, width: int) -> list[np.ndarray]:
     return out
 
 
-def _contexts(grid: np.ndarray, g: int, positions: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+def contexts(grid: np.ndarray, g: int, positions: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
     """The contexts of flat ``positions`` in group ``g`` of a (G, H, W) grid, one array per
     mixture component: left neighbour, upper neighbour (k = none), and for g > 0 the previous
     group's index at the same position. The one definition counting, fitting and coding share."""
@@ -248,8 +217,8 @@ class ContextModel:
 
     def __post_init__(self) -> None:
         weights = np.asarray(self.weights, dtype=np.float64)
-        if weights.ndim != 2 or weights.shape[0] != self.groups or weights.shape[1] not in (3, _COMPONENTS):
-            raise ValueError(f"context weights have shape {weights.shape}, expected ({self.groups}, {_COMPONENTS})")
+        if weights.ndim != 2 or weights.shape[0] != self.groups or weights.shape[1] not in (3, COMPONENTS):
+            raise ValueError(f"context weights have shape {weights.shape}, expected ({self.groups}, {COMPONENTS})")
         if weights.shape[1] == 3:  # written before the similarity component existed
             weights = np.concatenate([weights, np.zeros((weights.shape[0], 1))], axis=1)
         object.__setattr__(self, "weights", weights)
@@ -286,7 +255,7 @@ class ContextModel:
         return self.left.sum(axis=1, dtype=np.int64) + int(TABLE_FLOOR)
 
     @cached_property
-    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         unigram = self._unigram_counts.astype(np.float64)
         unigram = unigram / unigram.sum(axis=1, keepdims=True)
 
@@ -296,7 +265,7 @@ class ContextModel:
 
         return smooth(self.left), smooth(self.top), smooth(self.group)
 
-    def _similarity(self, g: int, left: np.ndarray, top: np.ndarray) -> np.ndarray:
+    def similarity(self, g: int, left: np.ndarray, top: np.ndarray) -> np.ndarray:
         """(n, K) p(x | similarity of x's code to the left and upper neighbours' codes).
 
         Weights and their row sums are exact int64 (bounded in ``__post_init__``); the one
@@ -311,12 +280,12 @@ class ContextModel:
 
         ``grid`` is the (G, H, W) index array (decoded so far, when decoding).
         """
-        ctxs = _contexts(grid, g, positions, self.codebook_size)
+        ctxs = contexts(grid, g, positions, self.codebook_size)
         probs = 0.0
-        for table, weight, ctx in zip(self._tables, self.weights[g], ctxs):
+        for table, weight, ctx in zip(self.tables, self.weights[g], ctxs):
             probs = probs + weight * table[g, ctx]
         if self.weights[g, 3] > 0:
-            probs = probs + self.weights[g, 3] * self._similarity(g, ctxs[0], ctxs[1])
+            probs = probs + self.weights[g, 3] * self.similarity(g, ctxs[0], ctxs[1])
         return probs
 
     def bits(self, grids: list[np.ndarray], chunk: int = 4096) -> float:
@@ -377,92 +346,6 @@ class ContextModel:
         sim = [tensors.get(f"{prefix}.{name}") for name in ("sim_bins", "sim_factor")]
         sim = [None if t is None else np.asarray(t) for t in sim]
         return cls(*parts, np.asarray(tensors[f"{prefix}.weights"]), *sim)
-
-    @classmethod
-    def fit(
-        cls, grids: list[np.ndarray], codebook_size: int, em_steps: int = 30, codebook: np.ndarray | None = None
-    ) -> ContextModel:
-        """Counts over every grid; mixture weights by EM on held-out grids (odd ones, under
-        counts from the even ones), so the weights reward what generalises, not memorisation.
-
-        ``codebook``: the level's unit codes (G, K, d); given, the model gets the similarity
-        component too.
-        """
-        if len(grids) < 2:
-            raise ValueError("fitting a context model needs at least two index grids")
-        groups = grids[0].shape[0]
-        bins = None if codebook is None else similarity_bins(codebook)
-        if bins is not None and bins.shape[:1] + bins.shape[2:] != (groups, codebook_size):
-            raise ValueError(f"codebook of shape {np.shape(codebook)} does not match {groups} groups of {codebook_size}")
-        held_in = cls._counted(grids[0::2], codebook_size, bins)
-        weights = np.zeros((groups, _COMPONENTS))
-        for g in range(groups):
-            columns = [0, 1, 2][: 3 if g else 2] + ([3] if bins is not None else [])
-            comps: list[list[np.ndarray]] = [[] for _ in columns]
-            for grid in grids[1::2]:
-                x = grid[g].reshape(-1)
-                ctxs = _contexts(grid, g, np.arange(x.size), codebook_size)
-                for comp, table, ctx in zip(comps, held_in._tables, ctxs):
-                    comp.append(table[g, ctx, x])
-                if bins is not None:
-                    comps[-1].append(held_in._similarity(g, ctxs[0], ctxs[1])[np.arange(x.size), x])
-            p = np.stack([np.concatenate(c) for c in comps], axis=1)
-            w = np.full(len(columns), 1 / len(columns))
-            for _ in range(em_steps):
-                r = p * w
-                w = (r / r.sum(axis=1, keepdims=True)).mean(axis=0)
-            weights[g, columns] = w
-        full = cls._counted(grids, codebook_size, bins)
-        return cls(full.left, full.top, full.group, weights, full.sim_bins, full.sim_factor)
-
-    @classmethod
-    def _counted(cls, grids: list[np.ndarray], k: int, bins: np.ndarray | None) -> ContextModel:
-        """Counts (and, with ``bins``, fitted similarity factors) under uniform weights."""
-        groups = grids[0].shape[0]
-        counts = [np.zeros((groups, k + 1, k), dtype=np.int64) for _ in range(2)]  # left, top
-        counts.append(np.zeros((groups, k, k), dtype=np.int64))  # previous group
-        for grid in grids:
-            for g in range(groups):
-                x = grid[g].reshape(-1)
-                for table, ctx in zip(counts, _contexts(grid, g, np.arange(x.size), k)):
-                    np.add.at(table[g], (ctx, x), 1)
-        tables = [c.astype(np.int32) for c in counts]
-        weights = np.full((groups, 3), 1 / 3)
-        if bins is None:
-            return cls(*tables, weights)
-        unigram = tables[0].sum(axis=1, dtype=np.int64) + int(TABLE_FLOOR)
-        factor = np.stack([_fit_similarity(grids, g, bins[g], unigram[g]) for g in range(groups)])
-        return cls(*tables, weights, bins, factor)
-
-
-def _fit_similarity(grids: list[np.ndarray], g: int, bins: np.ndarray, unigram: np.ndarray) -> np.ndarray:
-    """Iterative scaling of the joint-bin factors f so that, over a fixed subset of the grids'
-    positions, the expected count of each (left bin, top bin) pair under
-    p(x) ~ unigram(x) f[bin(left, x), bin(top, x)] matches the observed one -> int64 factors."""
-    k = bins.shape[1]
-    side = int(bins.max()) + 1
-    x, left, top = [], [], []
-    for grid in grids:
-        ctx = _contexts(grid, g, np.arange(grid[g].size), k)
-        x.append(grid[g].reshape(-1))
-        left.append(ctx[0])
-        top.append(ctx[1])
-    x, left, top = (np.concatenate(a) for a in (x, left, top))
-    keep = np.random.default_rng(0).permutation(x.size)[:SIMILARITY_FIT_POSITIONS]
-    x, left, top = x[keep], left[keep], top[keep]
-    prior = unigram.astype(np.float64)
-    observed = np.bincount(bins[left, x].astype(np.int64) * side + bins[top, x], minlength=side * side)
-    factor = np.ones(side * side)
-    for _ in range(SIMILARITY_FIT_STEPS):
-        expected = np.zeros_like(factor)
-        for s in range(0, x.size, 4096):
-            joint = bins[left[s : s + 4096]].astype(np.int64) * side + bins[top[s : s + 4096]]
-            w = prior * factor[joint]
-            w /= w.sum(axis=1, keepdims=True)
-            expected += np.bincount(joint.reshape(-1), weights=w.reshape(-1), minlength=factor.size)
-        factor *= (observed + 0.5) / (expected + 0.5)
-    return np.maximum(1, np.rint(factor / factor.max() * SIMILARITY_SCALE)).astype(np.int64)
-
 
 ENCODE_CHUNK = 2048
 """Positions whose (n, K) models are built at once when encoding. Bounds memory on large

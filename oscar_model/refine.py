@@ -22,26 +22,14 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from .train.losses import MS_SSIM_WINDOW, reconstruction_terms
+from .image_loss import image_loss
 
-__all__ = ["refine_indices", "REFINE_LR", "image_loss"]
+__all__ = ["refine_indices", "REFINE_LR"]
 
 REFINE_LR = 0.002
 """Adam step on the unit features. Chosen on BSDS500 test-folder photos (not Kodak): at level 3,
 16 steps at 0.002 beat 10 at 0.003 / 0.005 and 6 at 0.005 / 0.01 (26.87 dB / 0.927 against
 26.28 / 0.918 greedy); larger steps jump to worse codes after the first two or three."""
-
-MS_SSIM_MIN_SIDE = (MS_SSIM_WINDOW - 1) * 2**4 + 1
-"""Five-scale MS-SSIM needs this many pixels on the short side; smaller images use L1 alone."""
-
-
-def image_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-image L1 + (1 - MS-SSIM) of images in [-1, 1] -> (B,); training's loss, per image."""
-    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
-        return (x_hat - x).abs().mean(dim=(1, 2, 3))
-    l1, msssim = reconstruction_terms(x_hat, x)
-    return l1 + 1 - msssim
-
 
 @contextlib.contextmanager
 def _frozen(module: torch.nn.Module):

@@ -20,8 +20,8 @@ TINY_TEST_LADDER_KW = dict(
 
 def make_tiny_codec(seed: int = 0, name: str = "oscar-test"):
     """A small random codec with rANS tables on every level (so both codings get exercised)."""
-    from oscar_model.entropy import counts_to_table
     from oscar_model.factory import build_codec
+    from oscar_model.train.tables import counts_to_table
 
     torch.manual_seed(seed)
     codec = build_codec(name=name, **TINY_TEST_LADDER_KW).eval()
@@ -37,8 +37,7 @@ def fit_context_models(codec) -> dict:
     """Context models fitted to the codec's own indices on four photos (so they win on photos)."""
     from skimage import data
 
-    from oscar_model.entropy import ContextModel
-    from oscar_model.train.stages import CONTEXT_MAX_CODES, codebook_of
+    from oscar_model.train.tables import CONTEXT_MAX_CODES, codebook_of, fit_context_model
 
     grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
     with torch.inference_mode():
@@ -47,7 +46,7 @@ def fit_context_models(codec) -> dict:
             for p in codec.ladder:
                 grids[p.index].append(codec.hyper_encoders[p.index].encode(z)[0].numpy())
     return {
-        p.index: ContextModel.fit(grids[p.index], p.codebook_size, codebook=codebook_of(codec, p.index))
+        p.index: fit_context_model(grids[p.index], p.codebook_size, codebook=codebook_of(codec, p.index))
         for p in codec.ladder
         if p.codebook_size <= CONTEXT_MAX_CODES
     }

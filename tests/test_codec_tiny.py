@@ -193,7 +193,7 @@ def test_unknown_rate_errors(tiny_codec, photo):
 def test_refined_encoding_decodes_closer_with_the_same_decoder(tiny_codec, photo):
     """Index search through the decoder: a valid stream of the same level and model, decoding
     (with the unchanged decoder) no worse by the search's loss; 0 steps is the greedy encoder."""
-    from oscar_model.refine import image_loss
+    from oscar_model.image_loss import image_loss
 
     level = max(p.index for p in tiny_codec.ladder)
     (greedy,) = tiny_codec.encode([photo], level)

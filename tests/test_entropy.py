@@ -2,14 +2,8 @@ import numpy as np
 import pytest
 
 from oscar_model.bitstream import CODING_CONTEXT, CODING_FIXED, CODING_RANS, BitstreamError
-from oscar_model.entropy import (
-    ContextModel,
-    counts_to_table,
-    decode_indices,
-    encode_indices,
-    similarity_bins,
-    wavefront,
-)
+from oscar_model.entropy import ContextModel, decode_indices, encode_indices, wavefront
+from oscar_model.train.tables import counts_to_table, fit_context_model, similarity_bins
 
 
 def skewed(groups: int, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +102,7 @@ def test_wavefront_visits_every_position_once_after_its_neighbours():
 @pytest.mark.parametrize("groups,k", [(1, 16), (2, 64), (2, 256)])
 def test_context_coding_round_trips_and_beats_order0(groups, k):
     train = correlated_grids(40, groups, k)
-    model = ContextModel.fit(train, k)
+    model = fit_context_model(train, k)
     table = counts_to_table(sum(np.stack([np.bincount(t[g].ravel(), minlength=k) for g in range(groups)]) for t in train))
     test = correlated_grids(3, groups, k, seed=7)
     for grid in test:
@@ -127,7 +121,7 @@ def test_context_coding_round_trips_and_beats_order0(groups, k):
 
 def test_context_coded_payloads_fail_with_typed_errors():
     grids = correlated_grids(6, 2, 64)
-    model = ContextModel.fit(grids, 64)
+    model = fit_context_model(grids, 64)
     flat = grids[0].reshape(2, -1)
     coding, payload = encode_indices(flat, 64, None, model, grids[0].shape[1:])
     assert coding == CODING_CONTEXT
@@ -145,7 +139,7 @@ def test_context_model_is_stored_sparse_and_reads_both_layouts():
     """A K = 1024 model is a few kB of (index, count) rows on disk, not 12 MB of dense tables,
     and loads back to the same tables; model folders written with dense tables still load."""
     k = 1024
-    model = ContextModel.fit(correlated_grids(6, 1, k), k)
+    model = fit_context_model(correlated_grids(6, 1, k), k)
     stored = model.tensors("level_0")
     assert sum(t.nbytes for t in stored.values()) < 0.05 * (model.left.nbytes + model.top.nbytes + model.group.nbytes)
     for loaded in (
@@ -179,8 +173,8 @@ def test_similarity_component_wins_where_counts_are_too_sparse():
     codebook = rng.normal(size=(1, 512, 6))
     codebook /= np.linalg.norm(codebook, axis=-1, keepdims=True)
     train, test = smooth_field_grids(20, codebook), smooth_field_grids(4, codebook, seed=9)
-    plain = ContextModel.fit(train, 512)
-    model = ContextModel.fit(train, 512, codebook=codebook)
+    plain = fit_context_model(train, 512)
+    model = fit_context_model(train, 512, codebook=codebook)
     assert model.weights[0, 3] > 0.5 and np.isclose(model.weights[0].sum(), 1)
     assert model.bits(test) < plain.bits(test) - 1.0
     for grid in test:
@@ -196,14 +190,14 @@ def test_similarity_tables_save_load_and_old_models_keep_their_bytes():
     codebook = rng.normal(size=(2, 64, 4))
     codebook /= np.linalg.norm(codebook, axis=-1, keepdims=True)
     grids = [np.concatenate([g, g]) for g in smooth_field_grids(6, codebook[:1])]
-    model = ContextModel.fit(grids, 64, codebook=codebook)
+    model = fit_context_model(grids, 64, codebook=codebook)
     again = ContextModel.from_tensors(model.tensors("level_2"), "level_2")
     np.testing.assert_array_equal(again.sim_bins, model.sim_bins)
     np.testing.assert_array_equal(again.sim_factor, model.sim_factor)
     assert again.bits(grids) == model.bits(grids)
     assert model.sim_bins.dtype == np.uint8 and (model.sim_bins[:, -1] == model.similarity_side - 1).all()
     # A model without the component writes the (G, 3) weights it always did: its id is unchanged.
-    plain = ContextModel.fit(grids, 64)
+    plain = fit_context_model(grids, 64)
     assert plain.tensors("level_2")["level_2.weights"].shape == (2, 3)
     assert ContextModel.from_tensors(plain.tensors("level_2"), "level_2").weights.shape == (2, 4)
 
@@ -212,7 +206,7 @@ def test_similarity_tables_are_validated():
     rng = np.random.default_rng(5)
     codebook = rng.normal(size=(1, 32, 4))
     codebook /= np.linalg.norm(codebook, axis=-1, keepdims=True)
-    model = ContextModel.fit(smooth_field_grids(4, codebook), 32, codebook=codebook)
+    model = fit_context_model(smooth_field_grids(4, codebook), 32, codebook=codebook)
     stored = model.tensors("level_0")
     bad_bins = dict(stored, **{"level_0.sim_bins": np.full_like(stored["level_0.sim_bins"], 200)})
     with pytest.raises(ValueError, match="out-of-range"):
@@ -221,7 +215,7 @@ def test_similarity_tables_are_validated():
     with pytest.raises(ValueError, match="both sim_bins and sim_factor"):
         ContextModel.from_tensors(no_factor, "level_0")
     with pytest.raises(ValueError, match="does not match"):
-        ContextModel.fit(smooth_field_grids(4, codebook), 64, codebook=codebook)
+        fit_context_model(smooth_field_grids(4, codebook), 64, codebook=codebook)
     pair = np.stack([codebook[0, 0], -codebook[0, 0]])[None]  # a code and its opposite
     bins = similarity_bins(pair, bins=4)
     assert bins[0, 0, 0] == 3 and bins[0, 0, 1] == 0 and (bins[0, 2] == 4).all()
@@ -232,7 +226,7 @@ def test_chunked_context_encoding_writes_the_same_bytes(monkeypatch):
     import oscar_model.entropy as entropy
 
     grids = correlated_grids(6, 2, 64)
-    model = ContextModel.fit(grids, 64)
+    model = fit_context_model(grids, 64)
     flat = grids[0].reshape(2, -1)
     _, whole = encode_indices(flat, 64, None, model, grids[0].shape[1:])
     monkeypatch.setattr(entropy, "ENCODE_CHUNK", 7)

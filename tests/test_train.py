@@ -10,7 +10,8 @@ from jobs.train import main
 from oscar_model.codec import OscarCodec
 from oscar_model.factory import TINY_LADDER
 from oscar_model.rates import RatePoint
-from oscar_model.train.stages import CONTEXT_MAX_CODES, grow_ladder
+from oscar_model.train.hyper_encoder_stage import grow_ladder
+from oscar_model.train.tables import CONTEXT_MAX_CODES
 
 
 @pytest.mark.slow

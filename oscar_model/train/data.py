@@ -135,3 +135,10 @@ class LatentCropSampler:
 
     def set_rng_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state
+
+
+def full_image_batches(sampler: CropSampler, stride: int, limit: int | None = None):
+    """Each training image, cropped to a multiple of ``stride``, as a (1, 3, H, W) tensor."""
+    for im in sampler.images[:limit]:
+        h, w = (s // stride * stride for s in im.shape[:2])
+        yield to_model_range(im[None, :h, :w])

@@ -3,28 +3,11 @@
 from __future__ import annotations
 
 import torch
-from pytorch_msssim import ms_ssim
 from torch import nn
 from torch.nn import functional as F
 
+from ..image_loss import reconstruction_terms
 from ..layers import conv3x3
-
-# Smaller window than the default 11 so 128-px crops can use all five MS-SSIM scales.
-MS_SSIM_WINDOW = 7
-
-
-def reconstruction_terms(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image L1 and MS-SSIM of images in [-1, 1] (MS-SSIM on [0, 1]), each (B,).
-
-    Training takes their means (:func:`reconstruction_loss`); the encoder's index search
-    (:mod:`oscar_model.refine`) keeps them per image, to keep each image's best indices.
-    """
-    l1 = (x_hat - x).abs().mean(dim=(1, 2, 3))
-    msssim = ms_ssim(
-        (x_hat.float().clamp(-1, 1) + 1) / 2, (x.float() + 1) / 2, data_range=1.0,
-        size_average=False, win_size=MS_SSIM_WINDOW,
-    )
-    return l1, msssim
 
 
 def reconstruction_loss(
