@@ -28,11 +28,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pipeline.build  # noqa: E402
+import pipeline.dataflow  # noqa: E402
 from jobs.common import parse_rates  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
 from oscar_model.images import open_image, to_rgb_array  # noqa: E402
-from pipeline.build import ActorConfig, ArchiveConfig, run_archive  # noqa: E402
+from pipeline.archive import ArchiveConfig, run_archive  # noqa: E402
+from pipeline.config import ActorConfig  # noqa: E402
 from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
 from pipeline.stages import EncodeVerifyStage  # noqa: E402
 
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--timeline times the fused pool only")
         timeline = Path(tempfile.mkdtemp(prefix="oscar-timeline-")) / "events.jsonl"
         os.environ["OSCAR_TIMELINE"] = str(timeline)  # inherited by the local Ray's workers
-        pipeline.build.EncodeVerifyStage = TimedEncodeVerifyStage
+        pipeline.dataflow.EncodeVerifyStage = TimedEncodeVerifyStage
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     out_dir = Path(tempfile.mkdtemp(prefix="oscar-throughput-"))
     if args.separate_pools:  # decode + metrics costs ~3x encode: one encode actor feeds two decode actors

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from oscar_model.codec import OscarCodec  # noqa: E402
-from pipeline.baselines import available_codecs, decode_classic, match_bpp  # noqa: E402
+from pipeline.classic_codecs import available_codecs, decode_classic, match_bpp  # noqa: E402
 from pipeline.metrics import ms_ssim_rgb, perceptual_available, psnr  # noqa: E402
 from pipeline.report import rd_plot_png  # noqa: E402
 

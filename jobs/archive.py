@@ -14,50 +14,24 @@ written are skipped. With RAY_ADDRESS set (or under `ray job submit`) it runs on
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from jobs.common import (
-    add_common,
-    log_config,
-    parse_rates,
-    pool_options,
-    print_summary,
-    sample_photos_dir,
-    setup_logging,
-    storage,
-)
-from pipeline.build import ArchiveConfig, run_archive
+import jobs.common as cli
+from pipeline.archive import ArchiveConfig, run_archive
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.archive", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    p = cli.job_parser("python -m jobs.archive", __doc__)
     p.add_argument("--input", default=None, help="URI prefix or manifest (default: scikit-image's sample photos)")
     p.add_argument("--output", required=True, help="output URI (local folder, s3://..., gs://...)")
     p.add_argument("--rates", default=None, help="comma-separated bpp (nearest level) or L<i> levels; default: whole ladder")
     p.add_argument("--no-verify", action="store_true", help="skip decode + metrics")
     p.add_argument("--images", action="store_true", help="also write reconstructions as PNG under <output>/images")
-    add_common(p)
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    log = setup_logging()
-    cfg = ArchiveConfig(
-        input=args.input or sample_photos_dir(),
-        output=args.output,
-        rates=parse_rates(args.rates),
-        model=args.model,
-        verify=not args.no_verify,
-        images=args.images,
-        device=args.device,
-        storage=storage(args),
-        **pool_options(args),
-    )
-    log_config(log, cfg)
-    summary = run_archive(cfg, progress=not args.quiet)
-    print_summary("archive", cfg.output, summary)
+    cli.add_common(p)
+    args = p.parse_args(argv)
+    cfg = ArchiveConfig(input=args.input or cli.sample_photos_dir(), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
+                        images=args.images, **cli.common_config(args))
+    cli.run_cli("archive", cfg, run_archive, args.quiet)
     return 0
 
 

@@ -7,8 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.build import ActorConfig
-from pipeline.sources import StorageOptions
+from pipeline.config import ActorConfig
+from pipeline.storage import StorageOptions
 
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "immunohistochemistry", "motorcycle_left")
 
@@ -22,6 +22,23 @@ def parse_rates(text: str | None) -> tuple[float | int, ...] | None:
         part = part.strip()
         out.append(int(part[1:]) if part.upper().startswith("L") else float(part))
     return tuple(out)
+
+
+def job_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def common_config(args: argparse.Namespace) -> dict:
+    """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
+    return {"output": args.output, "model": args.model, "device": args.device, "storage": storage(args), **pool_options(args)}
+
+
+def run_cli(job: str, cfg, run, quiet: bool) -> dict:
+    """Logs the config, runs the job (a progress bar unless ``quiet``), prints its summary line."""
+    log_config(setup_logging(), cfg)
+    summary = run(cfg, progress=not quiet)
+    print_summary(job, cfg.output, summary)
+    return summary
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

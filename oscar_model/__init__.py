@@ -14,12 +14,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["OscarCodec", "CodecConfig", "RateLadder", "RatePoint", "BitstreamError", "ModelWeightsMissing", "MODELS"]
+__all__ = ["OscarCodec", "CodecConfig", "ModelInfo", "RateLadder", "RatePoint", "BitstreamError", "ModelWeightsMissing", "MODELS"]
 __version__ = "0.1.0"
 
 _LOCATIONS = {
     "OscarCodec": "codec",
-    "CodecConfig": "codec",
+    "CodecConfig": "config",
+    "ModelInfo": "model_info",
     "RateLadder": "rates",
     "RatePoint": "rates",
     "BitstreamError": "bitstream",
@@ -29,7 +30,9 @@ _LOCATIONS = {
 
 if TYPE_CHECKING:
     from .bitstream import BitstreamError
-    from .codec import CodecConfig, OscarCodec
+    from .codec import OscarCodec
+    from .config import CodecConfig
+    from .model_info import ModelInfo
     from .rates import RateLadder, RatePoint
     from .registry import MODELS, ModelWeightsMissing
 

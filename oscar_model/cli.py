@@ -80,7 +80,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .codec import CodecConfig
+    from .config import CodecConfig
     from .registry import CONFIG_NAME, MODELS, ModelWeightsMissing, resolve_model_path
 
     rows = []

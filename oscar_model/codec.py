@@ -17,81 +17,35 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
 import numpy as np
 import torch
 from diffusers import UNet2DModel
-from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from torch import nn
 from torch.nn import functional as F
 
 from .autoencoder import load_autoencoder
 from .bitstream import BitstreamError, Container, dequantize_rms, pack, quantize_rms, unpack
+from .config import CodecConfig
+from .context_model import ContextModel
 from .denoiser import denoiser_stride, predict_clean_latent
-from .entropy import ContextModel, decode_indices, encode_indices
+from .entropy import (
+    ENTROPY_TABLES_NAME,
+    decode_indices,
+    encode_indices,
+    entropy_tensors,
+    load_entropy_tables,
+)
 from .hyper_encoder import HyperEncoder
 from .images import ImageLike, to_rgb_array
 from .rates import RateLadder, RateLike, RatePoint
 from .refine import refine_indices
 from .registry import CONFIG_NAME, resolve_model_path
-from .schedule import PREDICTION_TYPES, ScaledLinearSchedule
 
 __all__ = ["CodecConfig", "OscarCodec", "BitstreamError"]
-
-ENTROPY_TABLES_NAME = "entropy_tables.safetensors"
-
-
-@dataclass
-class CodecConfig:
-    """What ``oscar.json`` holds besides the networks' own configs."""
-
-    name: str
-    ladder: RateLadder
-    autoencoder_type: str = "compact"
-    denoiser_type: str = "unet2d"
-    prediction_type: str = "v_prediction"
-    schedule: ScaledLinearSchedule = field(default_factory=ScaledLinearSchedule)
-    hyper_encoder: dict[str, Any] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type={self.prediction_type!r}; expected one of {PREDICTION_TYPES}")
-        if self.denoiser_type != "unet2d":
-            raise ValueError(f"denoiser_type={self.denoiser_type!r} is not supported yet; only 'unet2d'")
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "name": self.name,
-                "autoencoder_type": self.autoencoder_type,
-                "denoiser_type": self.denoiser_type,
-                "prediction_type": self.prediction_type,
-                "schedule": vars(self.schedule),
-                "hyper_encoder": self.hyper_encoder,
-                "ladder": self.ladder.to_dicts(),
-                "info": self.info,
-            },
-            indent=1,
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> CodecConfig:
-        d = json.loads(text)
-        return cls(
-            name=d["name"],
-            ladder=RateLadder.from_dicts(d["ladder"]),
-            autoencoder_type=d.get("autoencoder_type", "compact"),
-            denoiser_type=d.get("denoiser_type", "unet2d"),
-            prediction_type=d.get("prediction_type", "v_prediction"),
-            schedule=ScaledLinearSchedule(**d.get("schedule", {})),
-            hyper_encoder=d.get("hyper_encoder", {}),
-            info=d.get("info", {}),
-        )
 
 
 def default_device() -> torch.device:
@@ -137,15 +91,7 @@ class OscarCodec(nn.Module):
         ae = load_autoencoder(path / "autoencoder", config.autoencoder_type)
         hes = [HyperEncoder.from_pretrained(str(path / "hyper_encoders" / f"level_{p.index}"), low_cpu_mem_usage=False) for p in config.ladder]
         unet = UNet2DModel.from_pretrained(str(path / "denoiser"), low_cpu_mem_usage=False)
-        tables: dict[int, np.ndarray] = {}
-        contexts: dict[int, ContextModel] = {}
-        if (path / ENTROPY_TABLES_NAME).exists():
-            raw = load_numpy(str(path / ENTROPY_TABLES_NAME))
-            tables = {int(k.split("_")[1]): v for k, v in raw.items() if "." not in k}
-            for p in config.ladder:
-                model = ContextModel.from_tensors(raw, f"level_{p.index}")
-                if model is not None:
-                    contexts[p.index] = model
+        tables, contexts = load_entropy_tables(path / ENTROPY_TABLES_NAME, config.ladder)
         codec = cls(config, ae, hes, unet, tables, contexts)
         return codec.to(torch.device(device) if device else default_device()).eval()
 
@@ -157,15 +103,8 @@ class OscarCodec(nn.Module):
             he.save_pretrained(path / "hyper_encoders" / f"level_{p.index}")
         self.denoiser.save_pretrained(path / "denoiser")
         if self.entropy_tables or self.context_models:
-            save_numpy(self._entropy_tensors(), str(path / ENTROPY_TABLES_NAME))
-        (path / CONFIG_NAME).write_text(self.config.to_json())
-
-    def _entropy_tensors(self) -> dict[str, np.ndarray]:
-        """Everything the entropy coder reads, under its safetensors key."""
-        out = {f"level_{k}": np.ascontiguousarray(v, dtype=np.float64) for k, v in self.entropy_tables.items()}
-        for k, model in self.context_models.items():
-            out.update(model.tensors(f"level_{k}"))
-        return out
+            save_numpy(entropy_tensors(self.entropy_tables, self.context_models), str(path / ENTROPY_TABLES_NAME))
+        (path / CONFIG_NAME).write_text(self.config.to_json(model_hash=self.model_hash))
 
     # ------------------------------------------------------------------ identity
     @property

@@ -7,7 +7,8 @@ from typing import Any
 from torch import nn
 
 from .autoencoder import CompactAutoencoder
-from .codec import CodecConfig, OscarCodec
+from .codec import OscarCodec
+from .config import CodecConfig
 from .denoiser import build_tiny_denoiser
 from .hyper_encoder import HyperEncoder
 from .rates import RateLadder, RatePoint

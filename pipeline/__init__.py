@@ -1,5 +1,6 @@
-"""Ray Data stages, I/O and schemas of the OSCAR transcoder.
+"""Ray Data stages, I/O and schemas of the OSCAR transcoder (see docs/architecture.md).
 
-    sources  -> read_binary_files -> decode_images -> EncodeVerifyStage (actors; or EncodeStage -> ReconstructStage)
-             -> write_tables (Parquet parts + a commit marker per batch) -> summary
+    sources (what to read) -> stages (per-batch functions, actor pools) -> sinks (Parquet parts
+    + commit markers) -> report;  rows: what travels between them and each table's rows;
+    runner: the resumable loop every job (archive, redecode, audit) runs on.
 """

@@ -2,8 +2,10 @@
 
 PSNR and MS-SSIM are on RGB in [0, 255]. MS-SSIM uses the standard 5 scales and 11-px window
 where the image allows it (min side > 160) and fewer scales below that (reported as such).
-LPIPS and DISTS are computed only where their packages and backbone weights are already on
-this machine; otherwise they are None - never a made-up number.
+LPIPS (AlexNet, the ``lpips`` package) and DISTS (the ``piq`` package) are computed only where
+their packages import and their backbone weights are already on this machine; otherwise they
+are None - never a made-up number. torch is imported only when a metric needs it, so the
+light read tasks that import this package do not pay for it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import torch
-from pytorch_msssim import ms_ssim
 
 __all__ = ["psnr", "ms_ssim_rgb", "perceptual_metrics", "perceptual_available"]
 
@@ -29,6 +29,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     """MS-SSIM on RGB uint8 images; NaN for images too small for even one 3-px window."""
+    import torch
+    from pytorch_msssim import ms_ssim, ssim
+
     if a.shape != b.shape:
         raise ValueError(f"MS-SSIM of images of different shapes {a.shape} vs {b.shape}")
     side = min(a.shape[:2])
@@ -42,8 +45,6 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     ta = torch.from_numpy(a).permute(2, 0, 1)[None].double()
     tb = torch.from_numpy(b).permute(2, 0, 1)[None].double()
     if scales == 1:
-        from pytorch_msssim import ssim
-
         return float(ssim(ta, tb, data_range=255.0, win_size=win))
     return float(ms_ssim(ta, tb, data_range=255.0, win_size=win, weights=(weights / weights.sum()).tolist()))
 
@@ -51,24 +52,40 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
 @lru_cache(maxsize=1)
 def _lpips_model():
     try:
-        import lpips  # noqa: F401
+        import lpips
 
         return lpips.LPIPS(net="alex", verbose=False, pretrained=True).eval()
-    except Exception:  # package missing or weights not on disk (no download here)
+    except Exception:  # package or torchvision missing, or weights not on disk (no download here)
+        return None
+
+
+@lru_cache(maxsize=1)
+def _dists_model():
+    try:
+        import piq
+
+        return piq.DISTS(reduction="none").eval()
+    except Exception:  # package or torchvision missing, or VGG weights not on disk
         return None
 
 
 def perceptual_available() -> dict[str, bool]:
-    return {"lpips": _lpips_model() is not None, "dists": False}
+    return {"lpips": _lpips_model() is not None, "dists": _dists_model() is not None}
 
 
 def perceptual_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
-    """LPIPS (Alex) where available; DISTS is not wired yet (always None)."""
-    model = _lpips_model()
-    lp = None
-    if model is not None:
-        ta = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
-        tb = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 127.5 - 1
-        with torch.inference_mode():
-            lp = float(model(ta, tb))
-    return {"lpips": lp, "dists": None}
+    """LPIPS-Alex and DISTS where each is available, else None."""
+    lpips_model, dists_model = _lpips_model(), _dists_model()
+    out: dict[str, float | None] = {"lpips": None, "dists": None}
+    if lpips_model is None and dists_model is None:
+        return out
+    import torch
+
+    ta = torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255
+    tb = torch.from_numpy(b).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        if lpips_model is not None:
+            out["lpips"] = float(lpips_model(ta * 2 - 1, tb * 2 - 1))
+        if dists_model is not None:
+            out["dists"] = float(dists_model(ta, tb))
+    return out

@@ -9,8 +9,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from .sources import StorageOptions, resolve
-from .writer import read_table, write_json
+from .sinks import read_table
+from .storage import StorageOptions, write_bytes, write_json
 
 __all__ = ["summarize_metrics", "rd_plot_png", "write_report"]
 
@@ -96,9 +96,7 @@ def write_report(output_uri: str, storage: StorageOptions | None, codecs: tuple[
     summary = summarize_metrics(rows)
     write_json(output_uri, "summary.json", {"summary": summary, "errors": errors}, storage)
     png = rd_plot_png(summary, title=f"audit: {model_name} vs classical codecs at matched bpp")
-    filesystem, base = resolve(output_uri, storage)
-    with filesystem.open_output_stream(f"{base}/rd.png") as f:
-        f.write(png)
+    write_bytes(output_uri, "rd.png", png, storage)
     images = len({r["image_id"] for r in rows})
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OSCAR audit</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -110,6 +108,5 @@ cannot go that low; its means are over the images it reached. All metrics are co
 <img src="data:image/png;base64,{base64.b64encode(png).decode()}" width="100%">
 {_html_table(summary)}
 </body></html>"""
-    with filesystem.open_output_stream(f"{base}/report.html") as f:
-        f.write(page.encode())
+    write_bytes(output_uri, "report.html", page.encode(), storage)
     return f"{output_uri.rstrip('/')}/report.html"

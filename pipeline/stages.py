@@ -1,13 +1,15 @@
-"""The Ray Data stages. Each takes and returns a batch ``dict[str, np.ndarray]``.
+"""The Ray Data stages: pure per-batch functions and actor classes.
 
-A row that fails a stage is not dropped and does not fail the batch: it gets
-``status = "error"`` and the stage, exception type and message, travels on untouched and
-lands in the errors table. Image pixels travel as raw RGB bytes plus height and width.
+Each takes and returns a batch ``dict[str, np.ndarray]`` of :class:`~pipeline.rows.ImageRow`
+rows. A row that fails a stage is not dropped and does not fail the batch: it is marked
+(:func:`~pipeline.rows.failed`) and travels on to the errors table. Image pixels travel as raw
+RGB bytes plus height and width. The codec is reached only through its public API.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -16,47 +18,20 @@ import numpy as np
 
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
+from .rows import Batch, batch_of, failed, job_key, rows_of
+from .storage import StorageOptions, write_png
+
 __all__ = [
-    "decode_images", "EncodeStage", "ReconstructStage", "EncodeVerifyStage", "ArchiveDecodeStage", "BaselineStage",
-    "Batch", "rows_of", "batch_of",
+    "decode_images", "load_codec", "EncodeStage", "VerifyStage", "EncodeVerifyStage", "ArchiveDecodeStage",
+    "ClassicCodecStage",
 ]
 
-Batch = dict[str, np.ndarray]
-ERROR_FIELDS = ("error_stage", "error_type", "error_message")
-
-
-def rows_of(batch: Batch) -> list[dict[str, Any]]:
-    n = len(next(iter(batch.values()))) if batch else 0
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
-
-
-def batch_of(rows: list[dict[str, Any]], columns: list[str]) -> Batch:
-    """Rows -> a numpy batch. Error columns hold "" (never None) on ok rows.
-
-    Why: Ray types an all-None column of one block as null or float, and then cannot
-    concatenate it with another block whose same column holds strings (an actor's bundle of
-    an all-ok block and a block with an error row failed with "string vs float").
-    """
-    out: Batch = {}
-    for c in columns:
-        values = [r.get(c) for r in rows]
-        if c in ERROR_FIELDS:
-            values = ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
-        arr = np.empty(len(values), dtype=object)
-        arr[:] = values
-        out[c] = arr
-    return out
-
-
-def _fail(row: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any]:
-    return {**row, "status": "error", "error_stage": stage, "error_type": type(exc).__name__, "error_message": str(exc)[:2000]}
+DECODED_COLUMNS = ["image_id", "source_uri", "width", "height", "pixels", "status", "reference",
+                   "error_stage", "error_type", "error_message"]
 
 
 def to_uri(path: str, scheme: str | None) -> str:
     return f"{scheme}://{path}" if scheme else path
-
-
-DECODED_COLUMNS = ["image_id", "source_uri", "width", "height", "pixels", "status", *ERROR_FIELDS]
 
 
 def decode_images(batch: Batch, scheme: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batch:
@@ -69,9 +44,8 @@ def decode_images(batch: Batch, scheme: str | None = None, max_pixels: int = DEF
     for raw, path in zip(batch["bytes"], batch["path"]):
         raw = bytes(raw)
         row: dict[str, Any] = {
-            "image_id": hashlib.sha256(raw).hexdigest()[:32],
-            "source_uri": to_uri(str(path), scheme),
-            "width": 0, "height": 0, "pixels": b"", "status": "ok",
+            "image_id": hashlib.sha256(raw).hexdigest()[:32], "source_uri": to_uri(str(path), scheme),
+            "width": 0, "height": 0, "pixels": b"", "status": "ok", "reference": "source",
             "error_stage": None, "error_type": None, "error_message": None,
         }
         try:
@@ -80,7 +54,7 @@ def decode_images(batch: Batch, scheme: str | None = None, max_pixels: int = DEF
             pixels = to_rgb_array(open_image(raw, max_pixels=max_pixels))
             row.update(height=pixels.shape[0], width=pixels.shape[1], pixels=pixels.tobytes())
         except Exception as e:  # any decoder failure is this row's error, not the job's
-            row = _fail(row, "read", e)
+            row = failed(row, "read", e)
         out.append(row)
     return batch_of(out, DECODED_COLUMNS)
 
@@ -92,23 +66,28 @@ def pixels_of(row: dict[str, Any]) -> np.ndarray:
 def load_codec(model: Any, device: str | None):
     """One model per actor, single-threaded torch: Ray gives each actor its share of the cores.
 
-    ``model`` is a registered name or folder, or an already loaded codec (shared by stages
-    fused into one actor).
+    ``model``: a :class:`~oscar_model.ModelInfo` (the weights loaded must hash to its id), a
+    registered name or folder, or an already loaded codec (shared by stages fused into one actor).
     """
     import torch
 
-    from oscar_model.codec import OscarCodec
+    from oscar_model import ModelInfo, OscarCodec
 
     torch.set_num_threads(1)
-    return model if isinstance(model, OscarCodec) else OscarCodec.from_pretrained(model, device=device)
+    if isinstance(model, OscarCodec):
+        return model
+    codec = OscarCodec.from_pretrained(model.path if isinstance(model, ModelInfo) else model, device=device)
+    if isinstance(model, ModelInfo):
+        model.check(codec.model_hash)
+    return codec
 
 
 class EncodeStage:
     """Actor: loads the codec once, encodes every ok row at every requested rate.
 
-    Adds list columns ``rate_levels``, ``bitstreams`` and ``encode_ms`` (autoencoder time +
-    that rate's own time: the cost of encoding at that rate alone). ``refine_steps`` > 0
-    searches the indices through the decoder (slower encode, better images, same format).
+    Adds ``rate_levels``, ``bitstreams`` and ``encode_ms`` (autoencoder time + that rate's own
+    time: the cost of encoding at that rate alone) and ``refine_steps``: > 0 searches the
+    indices through the decoder (slower encode, better images, same format).
     """
 
     def __init__(
@@ -132,8 +111,8 @@ class EncodeStage:
                 try:
                     self._encode(rows, [i])
                 except Exception as e:
-                    rows[i] = _fail(rows[i], "encode", e)
-        return batch_of(rows, list(rows[0]) if rows else [])
+                    rows[i] = failed(rows[i], "encode", e)
+        return batch_of(rows)
 
     def _encode(self, rows: list[dict[str, Any]], which: list[int]) -> None:
         if not which:
@@ -143,22 +122,22 @@ class EncodeStage:
         )
         for k, i in enumerate(which):
             rows[i].update(
-                rate_levels=[p.index for p in self.points],
-                bitstreams=streams[k],
+                rate_levels=[p.index for p in self.points], bitstreams=streams[k],
                 encode_ms=[ae_ms[k] + t for t in rate_ms[k]],
             )
 
 
-class ReconstructStage:
-    """Actor: decodes every bitstream of a row in one step and measures it against the row's own pixels.
+class VerifyStage:
+    """Actor: decodes each stream of a row in one step and measures it against the row's own pixels.
 
-    Adds list columns ``psnr``, ``ms_ssim``, ``lpips``, ``decode_ms``; optionally writes the
-    reconstructions as PNG under ``images_uri``. Drops the pixels afterwards.
+    Adds ``psnr``, ``ms_ssim``, ``lpips``, ``dists`` and ``decode_ms`` (one per stream);
+    writes the reconstructions as PNG under ``images_uri`` when set. Drops the pixels
+    afterwards unless ``keep_pixels`` (a later stage needs them).
     """
 
     def __init__(
-        self, model: Any, device: str | None = None, images_uri: str | None = None, storage: Any = None,
-        batch_size: int = 8, keep_pixels: bool = False,
+        self, model: Any, device: str | None = None, images_uri: str | None = None,
+        storage: StorageOptions | None = None, batch_size: int = 8, keep_pixels: bool = False,
     ) -> None:
         self.codec = load_codec(model, device)
         self.images_uri = images_uri
@@ -168,26 +147,20 @@ class ReconstructStage:
 
     def __call__(self, batch: Batch) -> Batch:
         rows = rows_of(batch)
-        jobs: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
+        groups: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
         for i, r in enumerate(rows):
-            r.update(psnr=[], ms_ssim=[], lpips=[], decode_ms=[])
-            if r["status"] != "ok":
-                continue
-            for j, level in enumerate(r["rate_levels"]):
-                jobs[(int(r["height"]), int(r["width"]), int(level))].append((i, j))
-                r["psnr"].append(None)
-                r["ms_ssim"].append(None)
-                r["lpips"].append(None)
-                r["decode_ms"].append(None)
-        for members in jobs.values():
+            n = len(r["rate_levels"]) if r["status"] == "ok" else 0
+            r.update({name: [None] * n for name in ("psnr", "ms_ssim", "lpips", "dists", "decode_ms")})
+            for j, level in enumerate(r["rate_levels"][:n]):
+                groups[(int(r["height"]), int(r["width"]), int(level))].append((i, j))
+        for members in groups.values():
             self._decode_group(rows, members)
         if not self.keep_pixels:
             for r in rows:
                 r.pop("pixels", None)
-        return batch_of(rows, list(rows[0]) if rows else [])
+        return batch_of(rows)
 
     def _decode_group(self, rows: list[dict[str, Any]], members: list[tuple[int, int]]) -> None:
-        # Imported here: metrics pulls in torch, which read tasks (same module) must not pay for.
         from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
 
         for start in range(0, len(members), self.batch_size):
@@ -197,24 +170,21 @@ class ReconstructStage:
                 images = self.codec.decode([bytes(rows[i]["bitstreams"][j]) for i, j in chunk])
             except Exception as e:
                 for i, _ in chunk:
-                    rows[i] = _fail(rows[i], "decode", e)
+                    rows[i] = failed(rows[i], "decode", e)
                 continue
             ms = (time.perf_counter() - t0) * 1000 / len(chunk)
             for (i, j), image in zip(chunk, images):
                 r = rows[i]
                 original = pixels_of(r)
-                r["psnr"][j] = psnr(original, image)
-                r["ms_ssim"][j] = ms_ssim_rgb(original, image)
-                r["lpips"][j] = perceptual_metrics(original, image)["lpips"]
-                r["decode_ms"][j] = ms
+                perceptual = perceptual_metrics(original, image)
+                r["psnr"][j], r["ms_ssim"][j] = psnr(original, image), ms_ssim_rgb(original, image)
+                r["lpips"][j], r["dists"][j], r["decode_ms"][j] = perceptual["lpips"], perceptual["dists"], ms
                 if self.images_uri:
-                    from .writer import write_png
-
                     write_png(self.images_uri, f"{r['image_id']}_level{r['rate_levels'][j]}.png", image, self.storage)
 
 
 class EncodeVerifyStage:
-    """Actor: :class:`EncodeStage` then :class:`ReconstructStage` in one process, sharing one model.
+    """Actor: :class:`EncodeStage` then :class:`VerifyStage` in one process, sharing one model.
 
     Why fused: on a CPU box a pool of identical actors keeps every core busy on whole images,
     with no hand-off of pixels between pools and no pool left idle while the other is the
@@ -224,25 +194,29 @@ class EncodeVerifyStage:
 
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None,
-        images_uri: str | None = None, storage: Any = None, batch_size: int = 8, keep_pixels: bool = False,
-        refine_steps: int = 0,
+        images_uri: str | None = None, storage: StorageOptions | None = None, batch_size: int = 8,
+        keep_pixels: bool = False, refine_steps: int = 0,
     ) -> None:
         self.encode = EncodeStage(model, rates, device, batch_size, refine_steps)
-        self.reconstruct = ReconstructStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
+        self.verify = VerifyStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
 
     def __call__(self, batch: Batch) -> Batch:
-        return self.reconstruct(self.encode(batch))
+        return self.verify(self.encode(batch))
 
 
 class ArchiveDecodeStage:
     """Actor: decodes archived bitstream rows (one per image and level) back to pixels.
 
-    Output rows look like ``decode_images``'s (pixels = the decoded image), so they can be
-    re-encoded (transcoding) by :class:`EncodeStage`; PNGs are written when ``images_uri``
-    is set. Adds ``from_level`` and ``archive_decode_ms``.
+    Output rows look like ``decode_images``'s (pixels = the decoded image, reference = the
+    archived level), so they can be re-encoded (transcoding) by :class:`EncodeStage`; PNGs
+    are written when ``images_uri`` is set. Adds ``job_key``, ``from_level`` and
+    ``archive_decode_ms``.
     """
 
-    def __init__(self, model: Any, device: str | None = None, images_uri: str | None = None, storage: Any = None) -> None:
+    def __init__(
+        self, model: Any, device: str | None = None, images_uri: str | None = None,
+        storage: StorageOptions | None = None,
+    ) -> None:
         self.codec = load_codec(model, device)
         self.images_uri = images_uri
         self.storage = storage
@@ -250,10 +224,12 @@ class ArchiveDecodeStage:
     def __call__(self, batch: Batch) -> Batch:
         out = []
         for r in rows_of(batch):
+            level = int(r["rate_level"])
             row = {
-                "image_id": r["image_id"], "source_uri": r["source_uri"], "width": int(r["width"]),
-                "height": int(r["height"]), "from_level": int(r["rate_level"]), "pixels": b"", "status": "ok",
-                "archive_decode_ms": None, "error_stage": None, "error_type": None, "error_message": None,
+                "image_id": r["image_id"], "source_uri": r["source_uri"], "job_key": job_key(r["source_uri"], level),
+                "width": int(r["width"]), "height": int(r["height"]), "from_level": level, "pixels": b"",
+                "status": "ok", "reference": f"archive level {level}", "archive_decode_ms": None,
+                "error_stage": None, "error_type": None, "error_message": None,
             }
             try:
                 t0 = time.perf_counter()
@@ -261,28 +237,24 @@ class ArchiveDecodeStage:
                 row["archive_decode_ms"] = (time.perf_counter() - t0) * 1000
                 row["pixels"] = image.tobytes()
                 if self.images_uri:
-                    from .writer import write_png
-
-                    write_png(self.images_uri, f"{r['image_id']}_level{int(r['rate_level'])}.png", image, self.storage)
+                    write_png(self.images_uri, f"{r['image_id']}_level{level}.png", image, self.storage)
             except Exception as e:
-                row = _fail(row, "archive-decode", e)
+                row = failed(row, "archive-decode", e)
             out.append(row)
-        return batch_of(out, list(out[0]) if out else [])
+        return batch_of(out)
 
 
-class BaselineStage:
-    """Task: each classical codec at the bpp OSCAR actually reached on this image, per level.
+class ClassicCodecStage:
+    """Actor: each classical codec at the bpp OSCAR actually reached on this image, per level.
 
-    Adds ``baselines``: one JSON string per (codec, level) with the metrics row. Drops pixels.
+    Adds ``classic_results``: one JSON object per (codec, level) with its metrics. Drops pixels.
     """
 
     def __init__(self, codecs: tuple[str, ...]) -> None:
         self.codecs = codecs
 
     def __call__(self, batch: Batch) -> Batch:
-        import json
-
-        from .baselines import decode_classic, match_bpp
+        from .classic_codecs import decode_classic, match_bpp
         from .metrics import ms_ssim_rgb, psnr
 
         rows = rows_of(batch)
@@ -303,6 +275,6 @@ class BaselineStage:
                             "ms_ssim": ms_ssim_rgb(original, decoded), "encode_ms": res.encode_ms,
                             "decode_ms": decode_ms, "reached": res.reached, "target_bpp": target,
                         }))
-            r["baselines"] = found
+            r["classic_results"] = found
             r.pop("pixels", None)
-        return batch_of(rows, list(rows[0]) if rows else [])
+        return batch_of(rows)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from oscar_model.bitstream import CODING_CONTEXT, CODING_FIXED, CODING_RANS, BitstreamError
-from oscar_model.entropy import ContextModel, decode_indices, encode_indices, wavefront
+from oscar_model.context_model import ContextModel, wavefront
+from oscar_model.entropy import decode_indices, encode_indices
 from oscar_model.train.tables import counts_to_table, fit_context_model, similarity_bins
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.schema import BITSTREAMS, ERRORS, METRICS
+from pipeline.rows import BITSTREAMS, ERRORS, METRICS
 
 BUCKET = "corpus"
 
@@ -100,7 +100,7 @@ def ray_local():
 
 
 def table(uri: str, name: str):
-    from pipeline.writer import read_table
+    from pipeline.sinks import read_table
 
     return read_table(uri, name)
 
@@ -154,12 +154,13 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="archive/run_manifest.json")["Body"].read())
     assert manifest["counts"]["images_skipped_already_done"] == n_good + n_bad
     # Every committed part records its model, and another model may not resume into it.
-    from pipeline.build import refuse_other_model
-    from pipeline.writer import committed_model_ids
+    from oscar_model import ModelInfo
+    from pipeline.runner import refuse_other_model
+    from pipeline.sinks import committed_model_ids
 
     assert committed_model_ids(out) == {tiny_codec.model_id.hex()}
     with pytest.raises(ValueError, match="new --output"):
-        refuse_other_model(out, {"name": "oscar-tiny", "model_id": "00000000"}, None)
+        refuse_other_model(out, ModelInfo("oscar-tiny", "", "00000000", tiny_codec.ladder), None)
 
     # redecode: PNGs for every archived stream, and a transcode of the top level to level 0.
     dec = f"s3://{BUCKET}/decoded"

@@ -5,14 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.build import ActorConfig, check_actor_budget
-from pipeline.writer import table_rows
+from oscar_model import ModelInfo, RateLadder, RatePoint
+from pipeline.config import ActorConfig
+from pipeline.rows import table_rows
+from pipeline.runner import check_actor_budget
+
+
+def _model(name: str = "oscar-test", model_id: str = "00000000") -> ModelInfo:
+    """A model's info with a six-level ladder (no weights needed)."""
+    ladder = RateLadder(tuple(RatePoint(index=i, downsample=1, codebook_size=16, timestep=100) for i in range(6)))
+    return ModelInfo(name, "", model_id + "0" * 56, ladder)
 
 
 def _transcoded_row(levels: np.ndarray) -> dict:
     return {
         "status": "ok", "image_id": "abc", "source_uri": "s3://b/a.png", "width": 16, "height": 8,
-        "from_level": 5, "archive_decode_ms": 3.0, "rate_levels": levels,
+        "from_level": 5, "reference": "archive level 5", "archive_decode_ms": 3.0, "rate_levels": levels,
         "bitstreams": np.array([b"x" * 4] * len(levels), dtype=object), "encode_ms": np.array([1.0] * len(levels)),
         "psnr": np.array([20.0] * len(levels)), "ms_ssim": np.array([0.8] * len(levels)),
         "lpips": np.array([None] * len(levels)), "decode_ms": np.array([2.0] * len(levels)),
@@ -22,13 +30,13 @@ def _transcoded_row(levels: np.ndarray) -> dict:
 def test_transcode_to_level_zero_is_not_mistaken_for_decode_only():
     # Ray hands list columns back as numpy arrays: array([0]) is falsy, which once turned a
     # transcode to level 0 into an extra "redecode" metrics row.
-    out = table_rows([_transcoded_row(np.array([0]))], "oscar-test", "00", {0: 0.03, 5: 0.25}, "archive level {from_level}")
+    out = table_rows([_transcoded_row(np.array([0]))], _model())
     assert [(m["rate_level"], m["setting"], m["reference"]) for m in out["metrics"]] == [(0, "level 0", "archive level 5")]
     assert len(out["bitstreams"]) == 1 and out["bitstreams"][0]["bpp"] == pytest.approx(8 * 4 / (16 * 8))
 
 
 def test_decode_only_row_gets_a_redecode_metrics_row():
-    out = table_rows([_transcoded_row(np.array([], dtype=int))], "oscar-test", "00", {}, "archive level {from_level}")
+    out = table_rows([_transcoded_row(np.array([], dtype=int))], _model())
     assert [(m["rate_level"], m["setting"], m["decode_ms"]) for m in out["metrics"]] == [(5, "redecode", 3.0)]
     assert out["bitstreams"] == []
 
@@ -65,7 +73,7 @@ def test_a_crashed_actor_is_restarted_and_its_batch_retried(tmp_path):
     import ray
     from ray import cloudpickle  # Ray pickles with its own vendored copy
 
-    from pipeline.build import _actor_map
+    from pipeline.dataflow import map_actors
 
     me = sys.modules[__name__]  # this test module, shipped to the actor by value
 
@@ -75,7 +83,7 @@ def test_a_crashed_actor_is_restarted_and_its_batch_retried(tmp_path):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         ds = ray.data.from_items([{"i": i} for i in range(6)], override_num_blocks=3)
-        ds = _actor_map(ds, CrashOnceStage, ActorConfig(num_cpus=0.25, batch_size=2), marker=str(tmp_path / "crashed"))
+        ds = map_actors(ds, CrashOnceStage, ActorConfig(num_cpus=0.25, batch_size=2), marker=str(tmp_path / "crashed"))
         assert sorted(r["i"] for r in ds.take_all()) == list(range(6))
         assert (tmp_path / "crashed").exists()  # it really did crash once
     finally:
@@ -89,7 +97,8 @@ def test_error_columns_are_always_strings():
     with a block holding an error row ("string vs float" in an actor's bundle)."""
     import pyarrow as pa
 
-    from pipeline.stages import batch_of, decode_images
+    from pipeline.rows import batch_of
+    from pipeline.stages import decode_images
 
     ok_only = decode_images({"bytes": np.array([_png_bytes()], dtype=object), "path": np.array(["a.png"], dtype=object)})
     with_error = decode_images({"bytes": np.array([b"junk"], dtype=object), "path": np.array(["b.png"], dtype=object)})
@@ -101,7 +110,7 @@ def test_error_columns_are_always_strings():
     assert list(batch_of([{"error_type": float("nan")}], ["error_type"])["error_type"]) == [""]
     # ...and the errors table still gets nulls, not empty strings, where a field is unknown.
     row = {"status": "error", "source_uri": "u", "image_id": None, "error_stage": "read", "error_type": "", "error_message": "m"}
-    (err,) = table_rows([row], "oscar-test", "00", {})["errors"]
+    (err,) = table_rows([row], _model())["errors"]
     assert err["stage"] == "read" and err["error_type"] is None and err["message"] == "m"
 
 
@@ -120,16 +129,16 @@ def test_a_rerun_with_another_model_is_refused(tmp_path):
     rows (and bitstreams only the old model decodes) in one output, so it is refused."""
     import json
 
-    from pipeline.build import refuse_other_model
-    from pipeline.writer import committed_model_ids
+    from pipeline.runner import refuse_other_model
+    from pipeline.sinks import committed_model_ids
 
     out = tmp_path / "out"
     (out / "_committed").mkdir(parents=True)
     marker = {"part": "part-a", "source_uris": ["a.png"], "rows": {"bitstreams": 2}, "model_id": "aaaa0000"}
     (out / "_committed" / "part-a.json").write_text(json.dumps(marker))
-    refuse_other_model(str(out), {"name": "oscar-tiny", "model_id": "aaaa0000"}, None)  # same model: resumes
+    refuse_other_model(str(out), _model("oscar-tiny", "aaaa0000"), None)  # same model: resumes
     with pytest.raises(ValueError, match="model id\\(s\\) aaaa0000; this run's model oscar-tiny is id bbbb1111"):
-        refuse_other_model(str(out), {"name": "oscar-tiny", "model_id": "bbbb1111"}, None)
+        refuse_other_model(str(out), _model("oscar-tiny", "bbbb1111"), None)
     # Markers from before the id was recorded: the finished run's manifest speaks for them.
     old = {"part": "part-b", "source_uris": ["b.png"], "rows": {"bitstreams": 2}}
     (out / "_committed" / "part-b.json").write_text(json.dumps(old))
@@ -160,5 +169,5 @@ def test_encode_stage_searches_indices_when_asked(tiny_model_dir, tiny_codec, ph
 
 def test_refined_rows_say_so_in_the_metrics_table():
     row = dict(_transcoded_row(np.array([2])), refine_steps=np.int64(16))
-    (metric,) = table_rows([row], "oscar-test", "00", {2: 0.06})["metrics"]
+    (metric,) = table_rows([row], _model())["metrics"]
     assert metric["setting"] == "level 2, refine 16"

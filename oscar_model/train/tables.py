@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..entropy import COMPONENTS, SIMILARITY_SCALE, TABLE_FLOOR, ContextModel, contexts
+from ..context_model import COMPONENTS, SIMILARITY_SCALE, TABLE_FLOOR, ContextModel, contexts
 from .data import CropSampler, full_image_batches
 
 __all__ = [

@@ -1,0 +1,61 @@
+"""The typed configuration every job shares: its output, model, device, storage and actor pools.
+
+Resource sizes (actors, CPUs, GPUs per actor) come from here, never from code. Each job's own
+config (``ArchiveConfig``, ``RedecodeConfig``, ``AuditConfig``) extends :class:`JobConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .storage import StorageOptions
+
+__all__ = ["ActorConfig", "JobConfig"]
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    """An actor pool: between ``min_actors`` and ``max_actors``, each holding these resources.
+
+    Fractional CPUs keep read tasks from starving on small machines; ``num_gpus=0`` runs on CPU.
+    """
+
+    min_actors: int = 1
+    max_actors: int = 1
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobConfig:
+    """What every job needs.
+
+    Attributes:
+        output: URI under which tables, images and the run manifest are written.
+        model: registered model name or model folder.
+        device: "cpu", "cuda" or None (CUDA when the actor has one).
+        fused: encode and verify in one actor pool (sized by ``encode``); False gives separate
+            encode and decode pools, for when they want different hardware.
+        refine_steps: encoder effort: Adam steps of index search through the decoder per
+            image and level (:mod:`oscar_model.refine`); 0 = greedy. Same decoder, same format.
+        encode, decode: the actor pools.
+        storage: object-store settings (default: the AWS_* environment variables).
+    """
+
+    output: str
+    model: str = "oscar-tiny"
+    device: str | None = None
+    fused: bool = True
+    refine_steps: int = 0
+    encode: ActorConfig = field(default_factory=ActorConfig)
+    decode: ActorConfig = field(default_factory=ActorConfig)
+    storage: StorageOptions = field(default_factory=StorageOptions)
+
+    def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
+        """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""
+        return [self.encode] if not verify or self.fused else [self.encode, self.decode]
+
+    def images_uri(self, wanted: bool) -> str | None:
+        """Where reconstructions go as PNG, when ``wanted``."""
+        return f"{self.output.rstrip('/')}/images" if wanted else None
