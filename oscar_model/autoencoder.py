@@ -22,7 +22,7 @@ from torch import nn
 
 from .layers import PixelShuffleUp, ResidualBlock, conv1x1, conv3x3
 
-__all__ = ["LatentAutoencoder", "CompactAutoencoder", "DiffusersAutoencoder", "load_autoencoder"]
+__all__ = ["LatentAutoencoder", "CompactAutoencoder", "DiffusersAutoencoder"]
 
 
 @runtime_checkable
@@ -105,41 +105,38 @@ class CompactAutoencoder(ModelMixin, ConfigMixin):
 class DiffusersAutoencoder(nn.Module):
     """diffusers' ``AutoencoderKL`` behind :class:`LatentAutoencoder` (the SD VAE role).
 
-    Encodes with the posterior mode (``latent_dist.mode()``), not a sample.
+    Encodes with the posterior mode (``latent_dist.mode()``), not a sample. ``base``: the Stable
+    Diffusion folder the VAE was loaded from when the model folder refers to it instead of
+    holding a copy (saving writes the reference again).
     """
 
-    def __init__(self, vae: nn.Module) -> None:
+    def __init__(self, vae: nn.Module, base: Path | None = None) -> None:
         super().__init__()
         self.vae = vae
+        self.base = base
         self.latent_channels = int(vae.config.latent_channels)
         self.downscale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.scaling_factor = float(vae.config.scaling_factor)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, subfolder: str | None = None) -> DiffusersAutoencoder:
+    def from_pretrained(cls, folder: str | Path) -> DiffusersAutoencoder:
+        """A copied VAE (``folder`` holds its config and safetensors) or a referenced one (base.json)."""
         from diffusers import AutoencoderKL
 
-        return cls(AutoencoderKL.from_pretrained(str(path), subfolder=subfolder, low_cpu_mem_usage=False))
+        from .sd21 import base_of, load_base
 
-    def save_pretrained(self, path: str | Path) -> None:
-        self.vae.save_pretrained(str(path))
+        return cls(load_base(AutoencoderKL, Path(folder)), base_of(Path(folder)))
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        from .sd21 import write_base_reference
+
+        if self.base is not None:
+            write_base_reference(Path(folder), self.base, "vae")
+        else:
+            self.vae.save_pretrained(str(folder), safe_serialization=True)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(images).latent_dist.mode() * self.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents / self.scaling_factor).sample
-
-
-AUTOENCODER_TYPES = {"compact": CompactAutoencoder, "diffusers-kl": DiffusersAutoencoder}
-
-
-def load_autoencoder(path: str | Path, autoencoder_type: str) -> nn.Module:
-    """Loads an autoencoder of ``autoencoder_type`` ('compact' or 'diffusers-kl') from ``path``."""
-    if autoencoder_type not in AUTOENCODER_TYPES:
-        raise ValueError(
-            f"autoencoder_type={autoencoder_type!r} is unknown; expected one of {sorted(AUTOENCODER_TYPES)}"
-        )
-    if autoencoder_type == "compact":
-        return CompactAutoencoder.from_pretrained(str(path), low_cpu_mem_usage=False)
-    return DiffusersAutoencoder.from_pretrained(path)

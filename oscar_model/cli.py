@@ -4,12 +4,15 @@
     oscar decode IN.osc -o OUT.png [--timestep T]
     oscar info IN.osc
     oscar models [--json]
+    oscar convert-official --sd21 DIR --checkpoint FILE --out DIR [--copy-base]
+    oscar fit-tables --model DIR --images DIR [--limit N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -109,6 +112,32 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_official
+
+    t0 = time.perf_counter()
+    codec = convert_official(args.sd21, args.checkpoint, args.out, copy_base=args.copy_base, name=args.name)
+    print(
+        f"{args.out}: {codec.config.name} with {len(codec.ladder)} levels (model id {codec.model_id.hex()}), "
+        f"SD 2.1 {'copied' if args.copy_base else 'referenced at ' + str(args.sd21)}, in {time.perf_counter() - t0:.1f} s.\n"
+        f"Streams are fixed-length until you fit entropy tables: oscar fit-tables --model {args.out} --images PHOTOS"
+    )
+    return 0
+
+
+def _cmd_fit_tables(args: argparse.Namespace) -> int:
+    from .train.tables import fit_tables
+
+    t0 = time.perf_counter()
+    result = fit_tables(args.model, args.images, limit=args.limit, device=args.device)
+    for level, s in result["levels"].items():
+        print(f"  {level}: typical {s['typical_bpp']:.4f} bpp, {s['entropy_bits']:.2f} of {s['fixed_bits']:.0f} bits per index"
+              + (f", context {s['context_bits_held_out']:.2f} held out" if "context_bits_held_out" in s else ""))
+    print(f"{args.model}: tables fitted on {result['images']} photos in {time.perf_counter() - t0:.1f} s; "
+          f"model id is now {result['model_id']}")
+    return 0
+
+
 def _typical(point: dict) -> str:
     bpp = point.get("typical_bpp")
     return "   ?  " if bpp is None else f"{bpp:.4f}"
@@ -139,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list models and their rate ladders")
     m.add_argument("--json", action="store_true", help="machine-readable output")
     m.set_defaults(func=_cmd_models)
+    c = sub.add_parser("convert-official", help="SD 2.1 + the authors' OSCAR checkpoint -> a model folder")
+    c.add_argument("--sd21", required=True, help="Stable Diffusion 2.1 in diffusers layout (vae/, unet/, scheduler/; safetensors)")
+    c.add_argument("--checkpoint", required=True, help="the released OSCAR checkpoint (read with weights_only=True)")
+    c.add_argument("--out", required=True, help="model folder to write")
+    c.add_argument("--copy-base", action="store_true", help="copy SD 2.1's VAE and UNet into the folder (default: refer to --sd21)")
+    c.add_argument("--name", default="oscar-sd21")
+    c.set_defaults(func=_cmd_convert)
+    f = sub.add_parser("fit-tables", help="fit a model folder's entropy tables and typical bpp on a folder of photos")
+    f.add_argument("--model", required=True, help="model folder (or registered name)")
+    f.add_argument("--images", required=True, help="folder of photos (searched recursively); at least 4")
+    f.add_argument("--limit", type=int, default=None, help="use the first N photos (sorted by path)")
+    f.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    f.set_defaults(func=_cmd_fit_tables)
     return p
 
 
@@ -149,9 +191,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (BitstreamError, ModelWeightsMissing, FileNotFoundError, ValueError) as e:
-        print(f"oscar {args.command}: error: {e}", file=sys.stderr)
+    except (BitstreamError, ModelWeightsMissing, ValueError, OSError, MemoryError) as e:
+        # Bad input (ImageError, BitstreamError, CheckpointRefused are ValueErrors), missing or
+        # unreadable files: one line, never a traceback.
+        print(f"oscar {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug of ours: still one line, with the type so it can be reported
+        if os.environ.get("OSCAR_DEBUG"):
+            raise
+        print(f"oscar {args.command}: internal error ({type(e).__name__}): {_one_line(e)} "
+              "(set OSCAR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

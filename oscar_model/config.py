@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .components import check_types
 from .rates import RateLadder
 from .schedule import PREDICTION_TYPES, ScaledLinearSchedule
 
@@ -19,17 +20,19 @@ class CodecConfig:
     name: str
     ladder: RateLadder
     autoencoder_type: str = "compact"
+    hyper_encoder_type: str = "compact"
     denoiser_type: str = "unet2d"
     prediction_type: str = "v_prediction"
     schedule: ScaledLinearSchedule = field(default_factory=ScaledLinearSchedule)
     hyper_encoder: dict[str, Any] = field(default_factory=dict)
+    tiling: dict[str, int] = field(default_factory=dict)
+    """Tile and overlap in latent pixels (:class:`~oscar_model.tiling.Tiling`); {} = its defaults."""
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type={self.prediction_type!r}; expected one of {PREDICTION_TYPES}")
-        if self.denoiser_type != "unet2d":
-            raise ValueError(f"denoiser_type={self.denoiser_type!r} is not supported yet; only 'unet2d'")
+        check_types(autoencoder=self.autoencoder_type, hyper_encoder=self.hyper_encoder_type, denoiser=self.denoiser_type)
 
     def to_json(self, model_hash: str | None = None) -> str:
         """``model_hash`` (of the weights saved beside it) lets a job read the model id
@@ -38,11 +41,13 @@ class CodecConfig:
             {
                 "name": self.name,
                 "autoencoder_type": self.autoencoder_type,
+                **({"hyper_encoder_type": self.hyper_encoder_type} if self.hyper_encoder_type != "compact" else {}),
                 "denoiser_type": self.denoiser_type,
                 "prediction_type": self.prediction_type,
                 "schedule": vars(self.schedule),
                 "hyper_encoder": self.hyper_encoder,
                 "ladder": self.ladder.to_dicts(),
+                **({"tiling": self.tiling} if self.tiling else {}),
                 "info": self.info,
                 **({"model_hash": model_hash} if model_hash else {}),
             },
@@ -56,9 +61,11 @@ class CodecConfig:
             name=d["name"],
             ladder=RateLadder.from_dicts(d["ladder"]),
             autoencoder_type=d.get("autoencoder_type", "compact"),
+            hyper_encoder_type=d.get("hyper_encoder_type", "compact"),
             denoiser_type=d.get("denoiser_type", "unet2d"),
             prediction_type=d.get("prediction_type", "v_prediction"),
             schedule=ScaledLinearSchedule(**d.get("schedule", {})),
             hyper_encoder=d.get("hyper_encoder", {}),
+            tiling=d.get("tiling", {}),
             info=d.get("info", {}),
         )

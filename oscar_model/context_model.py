@@ -136,6 +136,16 @@ class ContextModel:
         return self.left.sum(axis=1, dtype=np.int64) + int(TABLE_FLOOR)
 
     @cached_property
+    def min_bits_per_index(self) -> float:
+        """A lower bound of any index's code length, averaged over groups: -log2 of an upper
+        bound of its probability (every component at its largest entry; similarity at 1)."""
+        bounds = []
+        for g in range(self.groups):
+            p = sum(w * float(t[g].max()) for w, t in zip(self.weights[g, :3], self.tables)) + self.weights[g, 3]
+            bounds.append(-math.log2(min(1.0, p)))
+        return float(np.mean(bounds))
+
+    @cached_property
     def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         unigram = self._unigram_counts.astype(np.float64)
         unigram = unigram / unigram.sum(axis=1, keepdims=True)

@@ -2,7 +2,8 @@
 
 One network serves every rate; it is told the rate only through the pseudo-timestep t.
 The compact model uses diffusers' ``UNet2DModel`` (time-conditioned, no text); the SD 2.1
-path uses ``UNet2DConditionModel`` with a learned prompt embedding in place of text.
+path uses ``UNet2DConditionModel`` with a learned prompt embedding in place of text
+(:class:`oscar_model.sd21.LoraConditionedUNet`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,8 @@ def predict_clean_latent(
     z_t: torch.Tensor,
     timesteps: torch.Tensor,
     prediction_type: str,
-    encoder_hidden_states: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One denoising step straight to x0 (``pred_original_sample``)."""
-    if encoder_hidden_states is None:
-        out = unet(z_t, timesteps).sample
-    else:
-        out = unet(z_t, timesteps, encoder_hidden_states=encoder_hidden_states).sample
+    """One denoising step straight to x0 (``pred_original_sample``). ``unet`` is called as
+    ``unet(z_t, timesteps).sample``: the SD 2.1 denoiser brings its own prompt embedding."""
+    out = unet(z_t, timesteps).sample
     return schedule.predict_x0(z_t, out.to(z_t.dtype), timesteps, prediction_type)

@@ -4,39 +4,72 @@ Accepted: PIL images of any mode (1, L, LA, P, PA, RGB, RGBA, CMYK, I, I;16*, F,
 NumPy arrays (H, W), (H, W, 1|3|4) in uint8 or uint16 (or floats in [0, 1]), file paths and
 encoded bytes. Alpha is composited over white; 16-bit samples are scaled to 8 bits with
 rounding; EXIF orientation is applied to files and bytes.
+
+Refused, always with :class:`ImageError` (a ``ValueError``) and a one-line reason: empty,
+truncated or corrupt files, files that are no image at all, images over ``max_pixels``
+(decompression bombs, judged from the header before decoding), and animated or multi-page
+files (OSCAR codes still images; keeping only the first frame would silently lose the rest).
 """
 
 from __future__ import annotations
 
 import io
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["ImageLike", "to_rgb_array", "open_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageLike", "ImageError", "to_rgb_array", "open_image", "same_size_batches", "DEFAULT_MAX_PIXELS"]
 
 ImageLike = Image.Image | np.ndarray | str | Path | bytes
 DEFAULT_MAX_PIXELS = 50_000_000
 """Larger images are refused as decompression bombs (PIL's own limit is about 89 Mpx)."""
 
 
+class ImageError(ValueError):
+    """An input that is not one decodable still image (see the module's docstring)."""
+
+
+def _check_still(img: Image.Image) -> None:
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise ImageError(f"{img.format or 'image'} has {frames} frames (animated or multi-page); OSCAR codes still "
+                         "images: split the frames into files first")
+
+
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Opens and fully decodes an image file, with EXIF orientation applied.
 
-    Raises ValueError for an image over ``max_pixels`` (checked from the header, before
-    any pixel is decoded) and PIL's errors for files that are not images.
+    Raises :class:`ImageError` for anything but one still image of at most ``max_pixels``
+    (checked from the header, before any pixel is decoded); FileNotFoundError for a missing path.
     """
+    if not source if isinstance(source, bytes | bytearray) else Path(source).stat().st_size == 0:
+        raise ImageError("empty file (0 bytes)")
     fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-    img = Image.open(fp)
+    try:
+        img = Image.open(fp)
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"decompression bomb refused: {e}") from e
+    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError...: not an image we can read
+        raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from e
     w, h = img.size
     if w * h > max_pixels:
-        raise ValueError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb?)")
-    img.load()
-    return ImageOps.exif_transpose(img)
+        raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb?)")
+    _check_still(img)
+    try:
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except Exception as e:  # truncated or corrupt pixel data
+        raise ImageError(f"{img.format or 'image'} data is truncated or corrupt ({type(e).__name__}: {e})") from e
 
 
 def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:  # already RGB: no float round trip
+        return np.ascontiguousarray(arr)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
@@ -87,7 +120,17 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     if isinstance(image, str | Path | bytes | bytearray):
         image = open_image(image)
     if isinstance(image, Image.Image):
+        _check_still(image)
         return _pil_to_rgb(image)
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     raise TypeError(f"cannot read an image from {type(image).__name__}")
+
+
+def same_size_batches(arrays: Sequence[np.ndarray], batch_size: int) -> list[list[int]]:
+    """Indices of ``arrays`` grouped by (H, W), at most ``batch_size`` per group: what can be stacked."""
+    by_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, a in enumerate(arrays):
+        by_size[a.shape[:2]].append(i)
+    return [members[s : s + batch_size] for members in by_size.values() for s in range(0, len(members), batch_size)]
+

@@ -1,9 +1,8 @@
 """Named models and where their weights are looked for.
 
-``oscar-tiny`` ships inside the package once trained. ``oscar-sd21`` (Stable Diffusion 2.1
-with the official OSCAR checkpoint) must be placed on disk by the user; the official
-checkpoint is a pickle, which this package will not load, so it has to be converted to a
-model folder (safetensors + oscar.json) in a trusted environment first.
+``oscar-tiny`` ships inside the package. ``oscar-sd21`` (Stable Diffusion 2.1 with the
+official OSCAR checkpoint) is made on the user's machine by ``oscar convert-official`` (which
+reads the checkpoint with ``weights_only=True``) and placed at one of the paths below.
 Look-up order for a name: ``$OSCAR_MODELS_DIR/<name>``, ``~/.cache/oscar/models/<name>``,
 then the package's own ``weights/<name>``.
 """
@@ -40,8 +39,8 @@ MODELS: dict[str, ModelEntry] = {
     "oscar-sd21": ModelEntry(
         "oscar-sd21",
         "OSCAR on Stable Diffusion 2.1 (official checkpoint, LoRA + conv_in); needs a GPU and the 'sd21' extra",
-        "convert SD 2.1 base + the official OSCAR checkpoint into a model folder (safetensors + oscar.json) "
-        "in a trusted environment and place it at one of the paths above",
+        "`oscar convert-official --sd21 SD21_DIR --checkpoint OSCAR_CKPT --out ~/.cache/oscar/models/oscar-sd21`, "
+        "then `oscar fit-tables --model ~/.cache/oscar/models/oscar-sd21 --images PHOTOS` (see README)",
     ),
 }
 

@@ -91,8 +91,11 @@ def test_rows_import_nothing_else_of_the_pipeline():
 
 
 def test_inference_modules_never_import_training():
+    """The codec's modules never reach oscar_model.train. The ``oscar`` command is the one
+    exception: its ``fit-tables`` subcommand imports the table fitting, inside that command only."""
     graph = _graph()
-    inference = [m for m in graph if m.startswith("oscar_model") and not m.startswith("oscar_model.train")]
+    inference = [m for m in graph if m.startswith("oscar_model") and not m.startswith("oscar_model.train")
+                 and m != "oscar_model.cli"]
     offenders = {m: sorted(t for t in graph[m] if t.startswith("oscar_model.train")) for m in inference}
     assert {m: t for m, t in offenders.items() if t} == {}
 

@@ -7,14 +7,14 @@ model needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..codec import same_size_batches
+from ..images import same_size_batches
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -35,6 +35,24 @@ def list_images(roots: Iterable[str | Path]) -> list[Path]:
 def to_model_range(batch: np.ndarray) -> torch.Tensor:
     """RGB uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], the autoencoder's input range."""
     return torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+class ImageFiles(Sequence):
+    """Photos read from disk when indexed (``files[i]``; slices stay lazy): for fitting tables
+    on photos too large to hold all at once."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return ImageFiles(self.paths[i])
+        from ..images import to_rgb_array
+
+        return to_rgb_array(self.paths[i])
 
 
 def read_images(paths: Iterable[Path]) -> list[np.ndarray]:

@@ -141,7 +141,7 @@ DENOISER_OUTPUTS = ("codec_stage2c", "codec_stage2b", "codec_stage2")
 def _statistics(run: TrainingRun) -> dict:
     latest = next((f for f in DENOISER_OUTPUTS if (run.workdir / f).exists()), DENOISER_OUTPUTS[-1])
     codec = run.load(latest)
-    summary = index_statistics(codec, CropSampler(run.paths, 32, seed=run.seed), run.device)
+    summary = index_statistics(codec, CropSampler(run.paths, 32, seed=run.seed).images, run.device)
     codec.save_pretrained(run.workdir / "codec_final")
     return summary
 

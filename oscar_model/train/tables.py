@@ -10,15 +10,20 @@ from one piece of code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..context_model import COMPONENTS, SIMILARITY_SCALE, TABLE_FLOOR, ContextModel, contexts
-from .data import CropSampler, full_image_batches
+from ..tiled_codec import encode_tiled
+from .data import ImageFiles, list_images, to_model_range
 
 __all__ = [
     "counts_to_table", "similarity_bins", "fit_context_model", "index_statistics", "typical_bpp",
-    "codebook_of", "CONTEXT_MAX_CODES",
+    "codebook_of", "CONTEXT_MAX_CODES", "fit_tables", "index_grids",
 ]
 
 
@@ -154,8 +159,23 @@ TYPICAL_BPP_EVERY = 4
 """Typical bpp is measured on images 1, 5, 9, ... (125 of BSDS500's 500, all odd-numbered)."""
 
 
+def index_grids(codec, image: np.ndarray, device: torch.device) -> list[np.ndarray]:
+    """Every level's VQ indices (G, h, w) of one photo, cropped to the model's stride (tile by
+    tile when it is larger than a tile, as the codec encodes it)."""
+    h, w = (s // codec.stride * codec.stride for s in image.shape[:2])
+    if not codec.fits_one_tile(h, w):
+        codes, _ = encode_tiled(codec, np.ascontiguousarray(image[:h, :w]), list(codec.ladder))
+        return codes
+    z = codec.encode_latents(to_model_range(image[None, :h, :w]).to(device))
+    return [codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy() for p in codec.ladder]
+
+
+MIN_IMAGES = 4
+"""Tables are counted on half the photos and checked on the other half; typical bpp needs two."""
+
+
 @torch.inference_mode()
-def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
+def index_statistics(codec, images: Sequence[np.ndarray], device: torch.device) -> dict:
     """Per-level index histograms over the training images -> static entropy tables.
 
     Levels with K <= 1024 also get a :class:`ContextModel` (left/upper neighbour and previous
@@ -164,11 +184,12 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
     typical bpp is measured from real streams under the same split, so ``--bpp`` picks levels
     by what they cost on photos the tables have not seen.
     """
+    if len(images) < MIN_IMAGES:
+        raise ValueError(f"fitting entropy tables needs at least {MIN_IMAGES} photos, got {len(images)}")
     grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
-    for x in full_image_batches(sampler, codec.stride):
-        z = codec.encode_latents(x.to(device))
-        for p in codec.ladder:
-            grids[p.index].append(codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy())
+    for image in tqdm(images, desc="index statistics", unit="img", mininterval=10):
+        for p, grid in zip(codec.ladder, index_grids(codec, image, device)):
+            grids[p.index].append(grid)
 
     def histogram(level_grids: list[np.ndarray], k: int) -> np.ndarray:
         """(G, K) index counts over (G, H, W) grids."""
@@ -200,7 +221,7 @@ def index_statistics(codec, sampler: CropSampler, device: torch.device) -> dict:
     # of odd-numbered ones. Measured on the images the shipped tables were counted on, a K = 1024
     # level would look 18% cheaper than it is (its sparse tables partly memorise them).
     codec.entropy_tables, codec.context_models = half_tables, half_models
-    typical = typical_bpp(codec, sampler.images[1::TYPICAL_BPP_EVERY])
+    typical = typical_bpp(codec, images[1::TYPICAL_BPP_EVERY])
     codec.entropy_tables, codec.context_models = full_tables, full_models
     codec.config.ladder = codec.config.ladder.with_typical_bpp(typical)
     codec.invalidate_hash()
@@ -218,3 +239,18 @@ def typical_bpp(codec, images) -> list[float]:
         for lvl, stream in zip(levels, streams):
             totals[lvl] += codec.bpp(stream)
     return [t / len(images) for t in totals]
+
+
+def fit_tables(model: str | Path, images: str | Path, limit: int | None = None, device: str | None = None) -> dict:
+    """``oscar fit-tables``: a model folder's entropy tables and typical bpp, fitted on a folder
+    of photos with the same code as oscar-tiny's training (:func:`index_statistics`), written
+    into the folder with the new model id. Returns the per-level summary."""
+    from ..codec import OscarCodec
+    from ..registry import resolve_model_path
+
+    path = resolve_model_path(model)
+    codec = OscarCodec.from_pretrained(path, device=device, merge_adapters=False)
+    files = list_images([images])[:limit]
+    summary = index_statistics(codec, ImageFiles(files), codec.device)
+    codec.save_tables(path)
+    return {"model_id": codec.model_id.hex(), "images": len(files), "levels": summary}

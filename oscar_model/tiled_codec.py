@@ -1,0 +1,82 @@
+"""Encoding and decoding one image tile by tile (images larger than the model's tile).
+
+Same networks, same bitstream as the whole-image path in :mod:`oscar_model.codec`; the only
+differences are where each network sees the image: the autoencoder, every hyper-encoder, the
+denoiser and the autoencoder's decoder each run on overlapping tiles of the latent grid
+(:mod:`oscar_model.tiling`). The per-channel norms are those of the whole latent (encoder)
+and the rescaling uses the whole z~ (decoder), as untiled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .rates import RatePoint
+from .tiling import assemble_cores, blend_tiles
+
+if TYPE_CHECKING:
+    from .model import OscarModel
+
+__all__ = ["encode_tiled", "decode_tiled", "to_pixels"]
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """Decoded images (B, 3, H, W) in about [-1, 1] -> RGB uint8 (B, H, W, 3)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.inference_mode()
+def encode_tiled(codec: OscarModel, array: np.ndarray, points: Sequence[RatePoint]) -> tuple[list[np.ndarray], np.ndarray]:
+    """One RGB uint8 image -> (VQ indices (G, h, w) per level of ``points``, the latent's per-channel RMS)."""
+    f, stride, device, tiling = int(codec.autoencoder.downscale), codec.stride, codec.device, codec.tiling
+    h, w = array.shape[:2]
+    padded = np.pad(array, ((0, -h % stride), (0, -w % stride), (0, 0)), mode="edge")  # = replicate padding
+    lh, lw = padded.shape[0] // f, padded.shape[1] // f
+
+    def latents(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        tile = torch.from_numpy(np.ascontiguousarray(padded[y0 * f : y1 * f, x0 * f : x1 * f])).to(device)
+        return codec.encode_latents(tile.permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0))
+
+    z = blend_tiles(latents, lh, lw, tiling.for_autoencoder().aligned(stride // f))
+    rms = codec.channel_rms(z)[0].numpy()
+    codes = []
+    for point in points:
+        he = codec.hyper_encoders[point.index]
+        grid = assemble_cores(lambda y0, y1, x0, x1, he=he: he.encode(z[:, :, y0:y1, x0:x1].to(device)),
+                              lh, lw, tiling, point.downsample)
+        codes.append(grid[0].numpy())
+    return codes, rms
+
+
+@torch.inference_mode()
+def decode_tiled(
+    codec: OscarModel, indices: np.ndarray, point: RatePoint, target_rms: torch.Tensor, size: tuple[int, int],
+    timestep: int | None = None, denoise: bool = True,
+) -> np.ndarray:
+    """VQ indices (G, h, w) of one image -> its RGB uint8 pixels (H, W, 3) at ``size``."""
+    f, s, device, tiling = int(codec.autoencoder.downscale), point.downsample, codec.device, codec.tiling
+    lh, lw = indices.shape[1] * s, indices.shape[2] * s
+    idx = torch.from_numpy(indices)[None]
+    he = codec.hyper_encoders[point.index]
+    with codec.decode_autocast():
+        z_tilde = blend_tiles(lambda y0, y1, x0, x1: he.decode(idx[:, :, y0 // s : y1 // s, x0 // s : x1 // s].to(device)),
+                              lh, lw, tiling)
+        z_t = codec.rescale(z_tilde, target_rms[None])
+        del z_tilde
+        if denoise:
+            z_t = blend_tiles(lambda y0, y1, x0, x1: codec.denoise(z_t[:, :, y0:y1, x0:x1].to(device), point, timestep),
+                              lh, lw, tiling)
+        pixels = blend_tiles(lambda y0, y1, x0, x1: codec.decode_latents(z_t[:, :, y0:y1, x0:x1].to(device)),
+                             lh, lw, tiling.for_autoencoder().aligned(codec.stride // f), scale=f)
+    height, width = size
+    return np.ascontiguousarray(_to_uint8_in_place(pixels)[:height, :width])
+
+
+def _to_uint8_in_place(images: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float -> (H, W, 3) uint8 without a second float copy of a large image."""
+    images.clamp_(-1, 1).add_(1).mul_(127.5).round_()
+    return images[0].to(torch.uint8).permute(1, 2, 0).numpy()
