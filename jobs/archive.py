@@ -14,21 +14,25 @@ written are skipped. With RAY_ADDRESS set (or under `ray job submit`) it runs on
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import jobs.common as cli
 from pipeline.archive import ArchiveConfig, run_archive
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.archive", __doc__)
     p.add_argument("--input", default=None, help="URI prefix or manifest (default: scikit-image's sample photos)")
-    p.add_argument("--output", required=True, help="output URI (local folder, s3://..., gs://...)")
     p.add_argument("--rates", default=None, help="comma-separated bpp (nearest level) or L<i> levels; default: whole ladder")
     p.add_argument("--no-verify", action="store_true", help="skip decode + metrics")
     p.add_argument("--images", action="store_true", help="also write reconstructions as PNG under <output>/images")
     cli.add_common(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = ArchiveConfig(input=args.input or cli.sample_photos_dir(), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
                         images=args.images, **cli.common_config(args))
     cli.run_cli("archive", cfg, run_archive, args.quiet)

@@ -12,20 +12,24 @@ and report.html (one page: plot + table) are written under --output. Reruns resu
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import jobs.common as cli
 from pipeline.audit import AuditConfig, run_audit
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.audit", __doc__)
     p.add_argument("--input", default=None, help="URI prefix or manifest (default: scikit-image's sample photos)")
-    p.add_argument("--output", required=True)
     p.add_argument("--codecs", default="oscar-tiny,jpeg,webp,avif")
     p.add_argument("--rates", default=None)
     cli.add_common(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = AuditConfig(input=args.input or cli.sample_photos_dir(), codecs=tuple(c.strip() for c in args.codecs.split(",")),
                       rates=cli.parse_rates(args.rates), **cli.common_config(args))
     summary = cli.run_cli("audit", cfg, run_audit, args.quiet)

@@ -42,6 +42,7 @@ def run_cli(job: str, cfg, run, quiet: bool) -> dict:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", required=True, help="output URI (local folder, s3://..., gs://...)")
     p.add_argument("--model", default="oscar-tiny", help="registered model name or model folder (default oscar-tiny)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where an actor has one)")
     p.add_argument("--actors", type=int, default=2,

@@ -11,20 +11,25 @@ and writes new bitstreams plus metrics measured against that decoded image. Reru
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import jobs.common as cli
 from pipeline.redecode import RedecodeConfig, run_redecode
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.redecode", __doc__)
     p.add_argument("--archive", required=True, help="output URI of an archive job")
-    p.add_argument("--output", required=True)
     p.add_argument("--rates", default=None, help="transcode to these bpp / L<i> levels")
     p.add_argument("--from-level", type=int, default=None, help="archived level to decode")
     p.add_argument("--images", action="store_true", help="write decoded PNGs under <output>/images")
     cli.add_common(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not args.images and not args.rates:
         p.error("nothing to do: give --images and/or --rates")

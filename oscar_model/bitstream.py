@@ -122,11 +122,15 @@ class _Reader:
         return chunk
 
     def varint(self, what: str) -> int:
+        """A minimal LEB128 varint of at most 5 bytes: one value, one encoding (a trailing 0x00
+        group would let one image have several valid streams)."""
         value, shift = 0, 0
-        for _ in range(5):
+        for i in range(5):
             (byte,) = self.take(1, what)
             value |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                if byte == 0 and i > 0:
+                    raise BitstreamError(f"{what} is not a minimal varint")
                 return value
             shift += 7
         raise BitstreamError(f"{what} is not a valid varint")

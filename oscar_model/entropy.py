@@ -23,7 +23,7 @@ from .bitstream import CODING_CONTEXT, CODING_FIXED, CODING_RANS, BitstreamError
 from .context_model import ContextModel, wavefront
 
 __all__ = [
-    "encode_indices", "decode_indices", "ENCODE_CHUNK", "ENTROPY_TABLES_NAME", "entropy_tensors", "load_entropy_tables",
+    "encode_indices", "decode_indices", "check_payload_size", "ENCODE_CHUNK", "ENTROPY_TABLES_NAME", "entropy_tensors", "load_entropy_tables",
 ]
 
 ENTROPY_TABLES_NAME = "entropy_tables.safetensors"
@@ -90,9 +90,51 @@ def _encode_rans(indices: np.ndarray, table: np.ndarray) -> bytes:
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def _decode_rans(payload: bytes, groups: int, per_group: int, table: np.ndarray) -> np.ndarray:
+MAX_BITS_PER_INDEX = 24
+"""constriction's models quantise every probability to at least 2^-24: no index costs more."""
+
+SLACK_BITS = 128
+"""What a valid payload may differ from its indices' ideal code length by: the coder's 64-bit
+initial state, word padding, and the fixed-point rounding of the probabilities."""
+
+
+def _ideal_bits(probs: np.ndarray, symbols: np.ndarray) -> float:
+    """-sum log2 p(symbol) under (n, K) unnormalised model rows."""
+    p = probs[np.arange(len(symbols)), symbols] / probs.sum(axis=1)
+    return float(-np.log2(np.maximum(p, 2.0**-MAX_BITS_PER_INDEX)).sum())
+
+
+def check_payload_size(payload: bytes, n: int, min_bits_per_index: float) -> None:
+    """Refuses, before decoding anything, a rANS payload too short or too long to hold ``n``
+    indices: at least ``min_bits_per_index`` each (the model's most probable symbol's cost),
+    at most 24. Why: a header may claim any image size; without this, a crafted stream made
+    the decoder walk millions of positions past the end of a 1 kB payload."""
+    bits = 8 * len(payload)
     if len(payload) % 4:
         raise BitstreamError("rANS payload length is not a multiple of 4 bytes")
+    if n and not payload:
+        raise BitstreamError(f"payload is empty but {n} indices are to be decoded")
+    if bits > n * MAX_BITS_PER_INDEX + SLACK_BITS:
+        raise BitstreamError(f"payload of {len(payload)} bytes is longer than {n} indices can need")
+    if bits + SLACK_BITS < 0.99 * n * min_bits_per_index:
+        raise BitstreamError(f"payload of {len(payload)} bytes is too short for {n} indices")
+
+
+def _check_spent(ideal: float, payload: bytes) -> None:
+    """The indices decoded so far cost more than the payload holds: it ran out early (a
+    truncated or forged payload decodes to the coder's empty state, not to an error).
+
+    Why this margin: a valid payload holds its indices' ideal code length plus the coder's
+    final state, less what the 24-bit rounding of probabilities gives back (at least 13 bits
+    more on 8 Kodak photos x 7 levels of oscar-tiny), so a payload whose indices need more than
+    all its bits (+32, +0.5%) cannot be one."""
+    if ideal > 1.005 * 8 * len(payload) + 32:
+        raise BitstreamError(f"payload of {len(payload)} bytes ran out before the last index")
+
+
+def _decode_rans(payload: bytes, groups: int, per_group: int, table: np.ndarray) -> np.ndarray:
+    probs = np.asarray(table, dtype=np.float64)
+    check_payload_size(payload, groups * per_group, float(-np.log2(probs.max(axis=1) / probs.sum(axis=1)).mean()))
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
@@ -100,6 +142,7 @@ def _decode_rans(payload: bytes, groups: int, per_group: int, table: np.ndarray)
         out = np.stack([coder.decode(models[g], per_group) for g in range(groups)])
     except Exception as e:  # constriction raises assorted errors on garbage
         raise BitstreamError(f"rANS payload could not be decoded: {e}") from e
+    _check_spent(sum(_ideal_bits(np.broadcast_to(probs[g], (per_group, probs.shape[1])), out[g]) for g in range(groups)), payload)
     if not coder.is_empty():
         raise BitstreamError("rANS payload has data left over after the last index")
     return out.astype(np.int64)
@@ -170,17 +213,22 @@ def _encode_context(grid: np.ndarray, model: ContextModel) -> bytes:
 
 
 def _decode_context(payload: bytes, groups: int, height: int, width: int, model: ContextModel) -> np.ndarray:
-    if len(payload) % 4:
-        raise BitstreamError("rANS payload length is not a multiple of 4 bytes")
     if model.groups != groups:
         raise BitstreamError(f"context model has {model.groups} groups, the stream's level {groups}")
+    check_payload_size(payload, groups * height * width, model.min_bits_per_index)
     grid = np.zeros((groups, height, width), dtype=np.int64)
     flat = grid.reshape(groups, -1)
+    ideal = 0.0
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
         for g in range(groups):
             for positions in wavefront(height, width):
-                flat[g, positions] = coder.decode(_FAMILY, model.probabilities(grid, g, positions))
+                probs = model.probabilities(grid, g, positions)
+                flat[g, positions] = coder.decode(_FAMILY, probs)
+                ideal += _ideal_bits(probs, flat[g, positions])
+                _check_spent(ideal, payload)  # stop at once: never walk on past the payload's end
+    except BitstreamError:
+        raise
     except Exception as e:  # constriction raises assorted errors on garbage
         raise BitstreamError(f"rANS payload could not be decoded: {e}") from e
     if not coder.is_empty():

@@ -27,6 +27,7 @@ from oscar_model.model_info import ModelInfo
 
 from .config import ActorConfig, JobConfig
 from .dataflow import LIGHT_TASK_CPUS
+from .faults import FAULT_ENV, TRACE_ENV
 from .rows import batch_of, missing_rows
 from .sinks import clean_uncommitted, committed_keys, committed_model_ids, write_tables
 from .sources import source_uris
@@ -111,10 +112,13 @@ def init_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # The test hooks (OSCAR_FAULT, OSCAR_TRACE) reach the workers through the runtime env.
+    env = {k: v for k, v in os.environ.items() if k in (FAULT_ENV, TRACE_ENV)}
+    runtime_env = {"env_vars": env} if env else None
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     ray.data.DataContext.get_current().enable_progress_bars = True
 
 

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from .faults import inject_fault
 from .rows import TABLES, UNCOMPRESSED_COLUMNS, job_key, rows_of, summary_batch, table_rows
 from .storage import StorageOptions, is_file, read_json, resolve, write_bytes
 
@@ -62,6 +63,7 @@ def write_tables(
             filesystem.create_dir(f"{base}/{name}", recursive=True)
             table = pa.Table.from_pylist(tables[name], schema=TABLES[name])
             _write_parquet(filesystem, f"{base}/{name}/{part}.parquet", table)
+    inject_fault("write", len(rows))  # test hook: a crash here leaves parts without their marker
     marker = {"part": part, "source_uris": keys, "rows": {k: len(v) for k, v in tables.items()}, "model_id": model.model_id}
     write_bytes(f"{output_uri.rstrip('/')}/{MARKERS}", f"{part}.json", json.dumps(marker).encode(), storage)
     return summary_batch(rows)

@@ -18,6 +18,7 @@ import numpy as np
 
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
+from .faults import inject_fault
 from .rows import Batch, batch_of, failed, job_key, rows_of
 from .storage import StorageOptions, write_png
 
@@ -101,6 +102,7 @@ class EncodeStage:
 
     def __call__(self, batch: Batch) -> Batch:
         rows = rows_of(batch)
+        inject_fault("encode", len(rows))
         ok = [i for i, r in enumerate(rows) if r["status"] == "ok"]
         for r in rows:
             r.update(rate_levels=[], bitstreams=[], encode_ms=[], refine_steps=self.refine_steps)
@@ -147,6 +149,7 @@ class VerifyStage:
 
     def __call__(self, batch: Batch) -> Batch:
         rows = rows_of(batch)
+        inject_fault("verify", len(rows))
         groups: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
         for i, r in enumerate(rows):
             n = len(r["rate_levels"]) if r["status"] == "ok" else 0

@@ -30,6 +30,9 @@ def make_tiny_codec(seed: int = 0, name: str = "oscar-test"):
         p.index: counts_to_table(rng.integers(0, 50, size=(p.groups, p.codebook_size))) for p in codec.ladder
     }
     codec.context_models = fit_context_models(codec)
+    # Smaller tiles than oscar-tiny's for images over 1024 px (the bad-input panorama): the
+    # global attention of a tile costs the square of its area, and tests only need correctness.
+    codec.config.tiling = {"tile": 32, "overlap": 8}
     return codec
 
 

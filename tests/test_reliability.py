@@ -1,0 +1,142 @@
+"""Nothing lost, nothing twice: an actor killed mid-job, the driver SIGKILLed and rerun, a write
+interrupted between its parts and its commit marker. Faults come from pipeline/faults.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES = "L0,L5"
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    return make_photos(tmp_path)
+
+
+def make_photos(tmp_path: Path) -> Path:
+    """Ten distinct small photos and one broken file."""
+    from skimage import data
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    for i in range(10):
+        crop = sources[i % 4][20 * i : 20 * i + 64, 30 * i : 30 * i + 96]
+        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"p{i:02d}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    return folder
+
+
+def inputs(folder: Path) -> set[str]:
+    return {str(p) for p in folder.iterdir()}
+
+
+def check_exactly_once(out: Path, folder: Path, levels: int = 2) -> None:
+    """Every input is in the output once: one bitstream row per rate, or one error row; every
+    Parquet part has its commit marker."""
+    from pipeline.sinks import read_table
+
+    bits = read_table(str(out), "bitstreams").to_pylist()
+    errors = read_table(str(out), "errors").to_pylist()
+    keys = [(r["source_uri"], r["rate_level"]) for r in bits]
+    assert len(keys) == len(set(keys)), "duplicate bitstream rows"
+    assert len(errors) == len({e["source_uri"] for e in errors}), "duplicate error rows"
+    ok = {u for u, _ in keys}
+    assert ok | {e["source_uri"] for e in errors} == inputs(folder) and not ok & {e["source_uri"] for e in errors}
+    assert all(sum(1 for u, _ in keys if u == uri) == levels for uri in ok)
+    markers = {p.stem for p in (out / "_committed").glob("*.json")}
+    for table in ("bitstreams", "metrics", "errors"):
+        parts = {p.stem for p in (out / table).glob("*.parquet")} if (out / table).exists() else set()
+        assert parts <= markers, f"orphan parts in {table}: {parts - markers}"
+
+
+def archive_cmd(folder: Path, out: Path, model: Path) -> list[str]:
+    return [sys.executable, "-m", "jobs.archive", "--input", str(folder), "--output", str(out), "--rates", RATES,
+            "--model", str(model), "--actors", "2", "--batch-size", "2", "--no-verify", "--quiet"]
+
+
+def run_archive(folder: Path, out: Path, model: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The job in its own process (its own local Ray), as a user runs it."""
+    return subprocess.run(archive_cmd(folder, out, model), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory, tiny_model_dir):
+    """One archive job over ten photos and the bad-input corpus (tests/bad_inputs.py), during which
+    an encode actor is killed on its second batch and a sink task after writing its parts but
+    before its marker. Returns (input folder, output folder, crash markers, expectations)."""
+    from tests.bad_inputs import write_corpus
+
+    base = tmp_path_factory.mktemp("faulty")
+    folder = make_photos(base)
+    expectations = write_corpus(folder)
+    markers = (base / "actor-crashed", base / "write-crashed")
+    out = base / "out"
+    run = run_archive(folder, out, tiny_model_dir,
+                      {"OSCAR_FAULT": f"crash:encode:2:{markers[0]},crash:write:1:{markers[1]}"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return folder, out, markers, expectations
+
+
+def test_bad_inputs_and_killed_workers_lose_nothing_and_duplicate_nothing(faulty_run):
+    from pipeline.sinks import read_table
+
+    folder, out, markers, expectations = faulty_run
+    assert all(m.exists() for m in markers)  # an encode actor and a sink task really died mid-job
+    check_exactly_once(out, folder)
+    errors = {Path(e["source_uri"]).name: e for e in read_table(str(out), "errors").to_pylist()}
+    sizes = {Path(b["source_uri"]).name: (b["width"], b["height"]) for b in read_table(str(out), "bitstreams").to_pylist()}
+    for name, (kind, what) in expectations.items():
+        if kind == "ok":
+            assert sizes.get(name) == what, name
+        else:
+            assert name in errors and what in errors[name]["message"], (name, errors.get(name))
+            assert errors[name]["stage"] == "read"
+
+
+def test_a_write_that_died_before_its_marker_is_cleaned_and_redone_by_the_rerun(faulty_run, tmp_path, tiny_model_dir):
+    import json
+    import shutil
+
+    folder, first, _, _ = faulty_run
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    # A process that died for good between a part and its marker leaves parts without a marker.
+    victim = sorted((out / "_committed").glob("*.json"))[0]
+    redo = set(json.loads(victim.read_text())["source_uris"])
+    victim.unlink()
+    rerun = run_archive(folder, out, tiny_model_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    counts = json.loads((out / "run_manifest.json").read_text())["counts"]
+    assert counts["incomplete_parts_removed"] >= 1
+    assert counts["images_ok"] + counts["images_failed"] == len(redo)
+    check_exactly_once(out, folder)
+
+
+def test_a_sigkilled_driver_then_the_same_command_again_completes_exactly_once(photos, tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    env = {**os.environ, "OSCAR_FAULT": "sleep:encode:1"}  # slow enough to be killed mid-run
+    job = subprocess.Popen(archive_cmd(photos, out, tiny_model_dir), cwd=ROOT, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "_committed").glob("*.json")):
+        assert job.poll() is None, job.stderr.read().decode()[-3000:]
+        time.sleep(0.5)
+    os.killpg(job.pid, signal.SIGKILL)  # the driver and everything it started, no goodbyes
+    job.wait()
+    committed = len(list((out / "_committed").glob("*.json")))
+    assert 0 < committed < 11, "the kill must land mid-job"
+    rerun = run_archive(photos, out, tiny_model_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    check_exactly_once(out, photos)
