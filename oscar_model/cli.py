@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_cmd_convert)
     f = sub.add_parser("fit-tables", help="fit a model folder's entropy tables and typical bpp on a folder of photos")
     f.add_argument("--model", required=True, help="model folder (or registered name)")
-    f.add_argument("--images", required=True, help="folder of photos (searched recursively); at least 4")
+    f.add_argument("--images", required=True, help="folder of photos (searched recursively); at least 3, a few hundred for real tables")
     f.add_argument("--limit", type=int, default=None, help="use the first N photos (sorted by path)")
     f.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     f.set_defaults(func=_cmd_fit_tables)

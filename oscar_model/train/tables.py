@@ -170,8 +170,9 @@ def index_grids(codec, image: np.ndarray, device: torch.device) -> list[np.ndarr
     return [codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy() for p in codec.ladder]
 
 
-MIN_IMAGES = 4
-"""Tables are counted on half the photos and checked on the other half; typical bpp needs two."""
+MIN_IMAGES = 3
+"""Context models are fitted on the even-numbered photos (two at least: EM weights come from the
+second) and typical bpp is measured on the odd-numbered ones (one at least)."""
 
 
 @torch.inference_mode()
