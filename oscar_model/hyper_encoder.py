@@ -21,10 +21,44 @@ from torch import nn
 from .layers import AttentionBlock, PixelShuffleUp, ResidualBottleneckBlock, conv1x1, conv3x3
 from .quantizer import CosineVectorQuantizer
 
-__all__ = ["HyperEncoder"]
+__all__ = ["HyperEncoder", "QuantizedLatentMethods"]
 
 
-class HyperEncoder(ModelMixin, ConfigMixin):
+class QuantizedLatentMethods:
+    """What every hyper-encoder does around its networks: ``trunk`` (z -> features), a 1x1
+    ``quant_proj`` to the codebooks, the cosine ``quantizer``, a 1x1 ``post_quant_proj`` back,
+    and ``head`` (-> z~). The compact design and the released one (:mod:`oscar_model.perco`)
+    differ only in trunk and head.
+    """
+
+    trunk: nn.Module
+    head: nn.Module
+    quant_proj: nn.Module
+    post_quant_proj: nn.Module
+    quantizer: CosineVectorQuantizer
+
+    def features(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.quant_proj(self.trunk(latents))
+
+    def encode(self, latents: torch.Tensor) -> torch.Tensor:
+        """z (B, C, H, W) -> int64 indices (B, G, H/s, W/s)."""
+        return self.quantizer.indices(self.features(latents))
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Indices -> compressed latent z~ (B, C, H, W), before norm rescaling."""
+        return self.decode_codes(self.quantizer.lookup(indices))
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code vectors (B, G * d, h, w) -> z~; differentiable (the encoder's index search)."""
+        return self.head(self.post_quant_proj(codes.to(self.post_quant_proj.weight.dtype)))
+
+    def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training path: (z~, indices, commitment loss), straight-through gradients."""
+        quantized, idx, commit = self.quantizer(self.features(latents))
+        return self.decode_codes(quantized), idx, commit
+
+
+class HyperEncoder(QuantizedLatentMethods, ModelMixin, ConfigMixin):
     """Args:
     latent_channels: channels of z (4).
     downsample: extra down-sampling s of the latent, one of 1, 2, 4, 8.
@@ -68,23 +102,10 @@ class HyperEncoder(ModelMixin, ConfigMixin):
         dec.append(conv3x3(channels, latent_channels))
         self.decoder = nn.Sequential(*dec)
 
-    def features(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.quant_proj(self.encoder(latents))
+    @property
+    def trunk(self) -> nn.Module:
+        return self.encoder
 
-    def encode(self, latents: torch.Tensor) -> torch.Tensor:
-        """z (B, C, H, W) -> int64 indices (B, G, H/s, W/s)."""
-        return self.quantizer.indices(self.features(latents))
-
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices -> compressed latent z~ (B, C, H, W), before norm rescaling."""
-        return self.decode_codes(self.quantizer.lookup(indices))
-
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code vectors (B, G * d, h, w) -> z~; differentiable (the encoder's index search)."""
-        return self.decoder(self.post_quant_proj(codes.to(self.post_quant_proj.weight.dtype)))
-
-    def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training path: (z~, indices, commitment loss), straight-through gradients."""
-        quantized, idx, commit = self.quantizer(self.features(latents))
-        z_tilde = self.decoder(self.post_quant_proj(quantized.to(self.post_quant_proj.weight.dtype)))
-        return z_tilde, idx, commit
+    @property
+    def head(self) -> nn.Module:
+        return self.decoder

@@ -22,6 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .hyper_encoder import QuantizedLatentMethods
 from .layers import conv1x1, conv3x3
 from .quantizer import CosineVectorQuantizer
 
@@ -38,15 +39,20 @@ def _up(in_ch: int, out_ch: int) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(in_ch, out_ch, kernel_size=5, stride=2, padding=2, output_padding=1)
 
 
+def _narrowing(channels: int) -> nn.Sequential:
+    """1x1 -> ReLU -> 3x3 -> ReLU -> 1x1 at half the width: the branch of both residual blocks."""
+    half = channels // 2
+    return nn.Sequential(
+        conv1x1(channels, half), nn.ReLU(inplace=True), conv3x3(half, half), nn.ReLU(inplace=True), conv1x1(half, channels)
+    )
+
+
 class Bottleneck(nn.Module):
-    """x + (1x1 -> ReLU -> 3x3 -> ReLU -> 1x1)(x), halving the width inside (PerCo's residual block)."""
+    """x + branch(x) (PerCo's residual block)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        half = channels // 2
-        self.layers = nn.Sequential(
-            conv1x1(channels, half), nn.ReLU(inplace=True), conv3x3(half, half), nn.ReLU(inplace=True), conv1x1(half, channels)
-        )
+        self.layers = _narrowing(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.layers(x)
@@ -55,10 +61,7 @@ class Bottleneck(nn.Module):
 class _ResidualUnit(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        half = channels // 2
-        self.conv = nn.Sequential(
-            conv1x1(channels, half), nn.ReLU(inplace=True), conv3x3(half, half), nn.ReLU(inplace=True), conv1x1(half, channels)
-        )
+        self.conv = _narrowing(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.conv(x))
@@ -77,7 +80,7 @@ class GatedAttentionBlock(nn.Module):
         return x + self.conv_a(x) * torch.sigmoid(self.conv_b(x))
 
 
-class PercoHyperEncoder(ModelMixin, ConfigMixin):
+class PercoHyperEncoder(QuantizedLatentMethods, ModelMixin, ConfigMixin):
     """Args:
     latent_channels: channels of z (4).
     downsample: extra down-sampling s of the latent: 1, 2, 4 or 8 (the release's VQ grid of
@@ -130,25 +133,13 @@ class PercoHyperEncoder(ModelMixin, ConfigMixin):
         self.quantizer = CosineVectorQuantizer(codebook_size, codebook_dim, 1)
         self.post_quant_proj = conv1x1(codebook_dim, m)
 
-    def features(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.quant_proj(self.backbone(latents))
+    @property
+    def trunk(self) -> nn.Module:
+        return self.backbone
 
-    def encode(self, latents: torch.Tensor) -> torch.Tensor:
-        """z (B, C, H, W) -> int64 indices (B, 1, H/s, W/s)."""
-        return self.quantizer.indices(self.features(latents))
-
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices -> compressed latent z~ (B, C, H, W), before norm rescaling."""
-        return self.decode_codes(self.quantizer.lookup(indices))
-
-    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """Unit code vectors (B, d, h, w) -> z~; differentiable (the encoder's index search)."""
-        return self.proj(self.post_quant_proj(codes.to(self.post_quant_proj.weight.dtype)))
-
-    def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training path: (z~, indices, commitment loss), straight-through gradients."""
-        quantized, idx, commit = self.quantizer(self.features(latents))
-        return self.decode_codes(quantized), idx, commit
+    @property
+    def head(self) -> nn.Module:
+        return self.proj
 
 
 def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
