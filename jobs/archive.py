@@ -4,12 +4,16 @@ Usage:
     python -m jobs.archive --output out/archive                       # demo on bundled sample photos
     python -m jobs.archive --input s3://bucket/photos --output s3://bucket/archive --rates 0.03,0.125
     python -m jobs.archive --input manifest.parquet --output gs://bucket/archive --no-verify
+    python -m jobs.archive --input s3://bucket/shards/ --output s3://bucket/archive --rates L0   # WebDataset tars
+    python -m jobs.archive --input s3://bucket/hf-export/ --image-column image --output ...     # Parquet with images
 
-Input is a URI prefix (s3://, gs://, local) or a Parquet/CSV manifest with a 'uri' column.
-Writes Parquet tables bitstreams/, metrics/ and errors/ plus run_manifest.json under --output.
-Bad files (corrupt, truncated, empty, not an image, decompression bombs) become rows in the
-errors table; the job goes on. Running the same command again resumes: images already
-written are skipped. With RAY_ADDRESS set (or under `ray job submit`) it runs on that cluster.
+Input: loose images under a prefix (s3://, gs://, local), WebDataset .tar shards, Parquet files
+with an image-bytes column, or a Parquet/CSV manifest with a 'uri' column. Writes the Delta
+Lake tables bitstreams/, metrics/, errors/ and work_units/ plus run_manifest.json under
+--output, committing a window every --commit-units work units or --commit-minutes. Bad inputs
+(corrupt, truncated, empty, not an image, decompression bombs, broken tar members) become rows
+in the errors table; the job goes on. Running the same command again resumes: committed work
+units are skipped. With RAY_ADDRESS set (or under `ray job submit`) it runs on that cluster.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pipeline.archive import ArchiveConfig, run_archive
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.archive", __doc__)
-    p.add_argument("--input", default=None, help="URI prefix or manifest (default: scikit-image's sample photos)")
+    cli.add_input(p)
     p.add_argument("--rates", default=None, help="comma-separated bpp (nearest level) or L<i> levels; default: whole ladder")
     p.add_argument("--no-verify", action="store_true", help="skip decode + metrics")
     p.add_argument("--images", action="store_true", help="also write reconstructions as PNG under <output>/images")
@@ -33,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = ArchiveConfig(input=args.input or cli.sample_photos_dir(), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
+    cfg = ArchiveConfig(**cli.input_config(args), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
                         images=args.images, **cli.common_config(args))
     cli.run_cli("archive", cfg, run_archive, args.quiet)
     return 0

@@ -21,7 +21,7 @@ from pipeline.audit import AuditConfig, run_audit
 
 def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.audit", __doc__)
-    p.add_argument("--input", default=None, help="URI prefix or manifest (default: scikit-image's sample photos)")
+    cli.add_input(p)
     p.add_argument("--codecs", default="oscar-tiny,jpeg,webp,avif")
     p.add_argument("--rates", default=None)
     cli.add_common(p)
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = AuditConfig(input=args.input or cli.sample_photos_dir(), codecs=tuple(c.strip() for c in args.codecs.split(",")),
+    cfg = AuditConfig(**cli.input_config(args), codecs=tuple(c.strip() for c in args.codecs.split(",")),
                       rates=cli.parse_rates(args.rates), **cli.common_config(args))
     summary = cli.run_cli("audit", cfg, run_audit, args.quiet)
     print(f"report: {summary['report']}")

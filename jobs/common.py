@@ -30,7 +30,31 @@ def job_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 def common_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
-    return {"output": args.output, "model": args.model, "device": args.device, "storage": storage(args), **pool_options(args)}
+    return {"output": args.output, "model": args.model, "device": args.device, "storage": storage(args),
+            "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
+            **pool_options(args)}
+
+
+def add_input(p: argparse.ArgumentParser) -> None:
+    """The input flags of the jobs over source images (archive, audit)."""
+    p.add_argument("--input", default=None,
+                   help="a prefix of images, WebDataset .tar shards or Parquet files with image bytes; a .tar list "
+                        "(comma-separated or {000..007}); or a .parquet/.csv manifest with a 'uri' column "
+                        "(default: scikit-image's sample photos)")
+    p.add_argument("--image-column", default=None,
+                   help="Parquet inputs: the column holding image bytes (binary, or a {bytes, path} struct); "
+                        "default: the only such column")
+    p.add_argument("--key-column", default=None,
+                   help="Parquet inputs: the column naming each image (default: key, __key__ or id, else the row number)")
+    p.add_argument("--group-size", type=int, default=64,
+                   help="loose files (or manifest entries) per work unit, on average; a shard is always one unit "
+                        "(default 64)")
+
+
+def input_config(args: argparse.Namespace) -> dict:
+    """The :class:`~pipeline.config.ImagesConfig` fields of :func:`add_input`'s flags."""
+    return {"input": args.input or sample_photos_dir(), "image_column": args.image_column, "key_column": args.key_column,
+            "group_size": args.group_size}
 
 
 def run_cli(job: str, cfg, run, quiet: bool) -> dict:
@@ -62,6 +86,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--commit-units", type=int, default=64,
+                   help="commit a window of results after this many complete work units (shards, file groups); a "
+                        "killed driver loses at most the open window (default 64)")
+    p.add_argument("--commit-minutes", type=float, default=10.0,
+                   help="... or after this many minutes, whichever comes first (default 10)")
+    p.add_argument("--rows-per-file", type=int, default=16384,
+                   help="table rows (streams, metrics or error rows) per write task, which writes one data file per "
+                        "table: this sizes the files (default 16384)")
 
 
 def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
@@ -122,8 +154,9 @@ def log_config(log: logging.Logger, cfg) -> None:
 def print_summary(job: str, output: str, summary: dict) -> None:
     rates = ", ".join(f"L{k}: {v:.4f}" for k, v in summary.get("mean_bpp_per_level", {}).items()) or "-"
     print(
-        f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed, "
-        f"{summary.get('images_skipped_already_done', 0)} already done; {summary['bitstream_bytes']} bytes; "
+        f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed; {summary['units_done']} work units "
+        f"done, {summary.get('units_skipped_already_done', 0)} already done; {summary['bitstream_bytes']} bytes; "
         f"mean bpp {rates}; {summary['wall_seconds']:.1f} s\n"
-        f"tables: {output.rstrip('/')}/{{bitstreams,metrics,errors}}/  manifest: {output.rstrip('/')}/run_manifest.json"
+        f"Delta tables: {output.rstrip('/')}/{{bitstreams,metrics,errors,work_units}}/  "
+        f"manifest: {output.rstrip('/')}/run_manifest.json"
     )

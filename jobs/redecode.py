@@ -4,7 +4,7 @@ Usage:
     python -m jobs.redecode --archive s3://bucket/archive --output s3://bucket/decoded --images
     python -m jobs.redecode --archive out/archive --output out/transcoded --rates 0.01,0.03
 
-Reads the archive's committed bitstreams table. --images writes PNGs (<image_id>_level<L>.png);
+Reads the archive's Delta bitstreams table (latest version, or --archive-version N). --images writes PNGs (<image_id>_level<L>.png);
 --rates re-encodes each decoded image (from --from-level, default the highest archived level)
 and writes new bitstreams plus metrics measured against that decoded image. Reruns resume.
 """
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.redecode", __doc__)
     p.add_argument("--archive", required=True, help="output URI of an archive job")
     p.add_argument("--rates", default=None, help="transcode to these bpp / L<i> levels")
+    p.add_argument("--archive-version", type=int, default=None,
+                   help="the archive's Delta table version to read (default: the latest)")
     p.add_argument("--from-level", type=int, default=None, help="archived level to decode")
     p.add_argument("--images", action="store_true", help="write decoded PNGs under <output>/images")
     cli.add_common(p)
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.images and not args.rates:
         p.error("nothing to do: give --images and/or --rates")
-    cfg = RedecodeConfig(archive=args.archive, rates=cli.parse_rates(args.rates), from_level=args.from_level,
+    cfg = RedecodeConfig(archive=args.archive, archive_version=args.archive_version, rates=cli.parse_rates(args.rates), from_level=args.from_level,
                          images=args.images, **cli.common_config(args))
     cli.run_cli("redecode", cfg, run_redecode, args.quiet)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import ActorConfig, JobConfig
+from .config import ActorConfig, ImagesConfig
 from .dataflow import encode_and_verify, read_images, write_results
 from .runner import ImagesJob, run_job
 
@@ -13,20 +13,16 @@ __all__ = ["ArchiveConfig", "ArchiveJob", "run_archive"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ArchiveConfig(JobConfig):
-    """Attributes (besides :class:`~pipeline.config.JobConfig`'s):
-        input: URI prefix (s3://bucket/photos, gs://..., /local/dir) or a .parquet/.csv manifest.
+class ArchiveConfig(ImagesConfig):
+    """Attributes (besides :class:`~pipeline.config.ImagesConfig`'s):
         rates: ladder levels as bpp (float) or level index (int); None = the whole ladder.
         verify: decode every stream and measure PSNR / MS-SSIM against the source.
         images: also write the reconstructions as PNG under ``<output>/images``.
-        read_batch_size: files per read task and block.
     """
 
-    input: str
     rates: tuple[float | int, ...] | None = None
     verify: bool = True
     images: bool = False
-    read_batch_size: int = 2
 
 
 class ArchiveJob(ImagesJob):
@@ -38,7 +34,7 @@ class ArchiveJob(ImagesJob):
 
     def build(self, todo, model):
         cfg = self.config
-        ds = read_images(todo, cfg.storage, cfg.read_batch_size)
+        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.batch_size)
         ds = encode_and_verify(ds, cfg, model, cfg.rates, cfg.verify, cfg.images_uri(cfg.images))
         return write_results(ds, cfg, model)
 

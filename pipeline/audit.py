@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .classic_codecs import CLASSIC_CODECS, available_codecs
-from .config import ActorConfig, JobConfig
+from .config import ActorConfig, ImagesConfig
 from .dataflow import encode_and_verify, map_actors, read_images, write_results
 from .report import write_report
 from .runner import ImagesJob, run_job
@@ -17,20 +17,17 @@ __all__ = ["AuditConfig", "AuditJob", "run_audit"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class AuditConfig(JobConfig):
-    """Attributes (besides :class:`~pipeline.config.JobConfig`'s):
-        input: URI prefix or manifest of images.
+class AuditConfig(ImagesConfig):
+    """Attributes (besides :class:`~pipeline.config.ImagesConfig`'s):
         codecs: the --model's name and any of "jpeg", "webp", "avif"; the classical codecs are
             matched per image to the bpp OSCAR reached at each level.
         rates: OSCAR levels as bpp or level index; None = the whole ladder.
         classic_cpus: CPUs of the one classical-codec actor.
     """
 
-    input: str
     codecs: tuple[str, ...] = ("oscar-tiny", "jpeg", "webp", "avif")
     rates: tuple[float | int, ...] | None = None
     classic_cpus: float = 0.5
-    read_batch_size: int = 2
 
 
 class AuditJob(ImagesJob):
@@ -56,7 +53,7 @@ class AuditJob(ImagesJob):
     def build(self, todo, model):
         cfg = self.config
         classic = tuple(c for c in cfg.codecs if c in CLASSIC_CODECS)
-        ds = read_images(todo, cfg.storage, cfg.read_batch_size)
+        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.batch_size)
         ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None, keep_pixels=True)
         ds = map_actors(ds, ClassicCodecStage, self._classic_pool(), codecs=classic)
         return write_results(ds, cfg, model)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .storage import StorageOptions
 
-__all__ = ["ActorConfig", "JobConfig"]
+__all__ = ["ActorConfig", "JobConfig", "ImagesConfig"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class JobConfig:
             image and level (:mod:`oscar_model.refine`); 0 = greedy. Same decoder, same format.
         encode, decode: the actor pools.
         storage: object-store settings (default: the AWS_* environment variables).
+        commit_units, commit_minutes: a commit window closes after this many complete work units
+            or this long, whichever comes first; a killed driver loses at most the open window.
+        rows_per_file: table rows (streams, metrics rows, error rows) per write task; each task
+            writes one data file per table, so this sizes the files (thousands of rows).
     """
 
     output: str
@@ -51,6 +55,9 @@ class JobConfig:
     encode: ActorConfig = field(default_factory=ActorConfig)
     decode: ActorConfig = field(default_factory=ActorConfig)
     storage: StorageOptions = field(default_factory=StorageOptions)
+    commit_units: int = 64
+    commit_minutes: float = 10.0
+    rows_per_file: int = 16384
 
     def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
         """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""
@@ -59,3 +66,20 @@ class JobConfig:
     def images_uri(self, wanted: bool) -> str | None:
         """Where reconstructions go as PNG, when ``wanted``."""
         return f"{self.output.rstrip('/')}/images" if wanted else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagesConfig(JobConfig):
+    """A job over source images (archive, audit). Attributes besides :class:`JobConfig`'s:
+        input: a prefix (loose files, WebDataset .tar shards, Parquet with image bytes), a .tar
+            list or ``{000..007}`` range, or a .parquet/.csv manifest with a ``uri`` column.
+        image_column, key_column: Parquet inputs' image and key columns (None: detect).
+        group_size: loose files (or manifest entries) per work unit, on average.
+        read_batch_size: images per decode task.
+    """
+
+    input: str
+    image_column: str | None = None
+    key_column: str | None = None
+    group_size: int = 64
+    read_batch_size: int = 2

@@ -28,7 +28,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
-    """MS-SSIM on RGB uint8 images; NaN for images too small for even one 3-px window."""
+    """MS-SSIM on RGB uint8 images; NaN for images too small for even one 3-px window.
+
+    Fewer scales on small images; pytorch_msssim's ms_ssim asserts side > 16 * (win - 1)
+    whatever the number of scales, so at or below that (images of 3-32 px) this is the SSIM
+    at one scale. Before, such an image raised in the verify actor and aborted the whole job.
+    """
     import torch
     from pytorch_msssim import ms_ssim, ssim
 
@@ -44,7 +49,7 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     weights = torch.tensor(MS_SSIM_WEIGHTS[:scales])
     ta = torch.from_numpy(a).permute(2, 0, 1)[None].double()
     tb = torch.from_numpy(b).permute(2, 0, 1)[None].double()
-    if scales == 1:
+    if scales == 1 or side <= (win - 1) * 16:
         return float(ssim(ta, tb, data_range=255.0, win_size=win))
     return float(ms_ssim(ta, tb, data_range=255.0, win_size=win, weights=(weights / weights.sum()).tolist()))
 

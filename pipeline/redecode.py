@@ -1,47 +1,72 @@
 """The redecode job: archived bitstreams -> one-step decode (-> PNG) (-> re-encode at new
 rates + metrics against the decoded image: transcoding) -> write.
 
-Its work is one key per archived stream (:func:`~pipeline.rows.job_key` with the level), read
-from the archive's committed bitstreams table.
+It reads the archive through its Delta table (the latest version, or ``archive_version``).
+Its work units are the data files of that version's bitstreams table: each is one read task
+and one line in ``work_units``, so resuming costs what reading the log costs, not one request
+per stream.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .config import ActorConfig, JobConfig
-from .dataflow import encode_and_verify, map_actors, write_results
-from .rows import job_key
+from .dataflow import encode_and_verify, map_actors, spread, work_items, write_results
+from .delta import delta_storage_options, table_uri
+from .rows import Batch, batch_of, error_row
 from .runner import Job, run_job
-from .sinks import committed_files, read_parts
+from .sources import WorkUnit
 from .stages import ArchiveDecodeStage
-from .storage import resolve
+from .storage import StorageOptions, resolve
 
-__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode"]
+__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode", "read_archive_file"]
+
+_COLUMNS = ["image_id", "source_uri", "width", "height", "rate_level", "bitstream"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class RedecodeConfig(JobConfig):
     """Attributes (besides :class:`~pipeline.config.JobConfig`'s):
-        archive: output URI of an earlier ``archive`` run (its committed bitstreams are read).
+        archive: output URI of an earlier ``archive`` run (its Delta bitstreams table is read).
+        archive_version: the table version to read (None: the latest).
         rates: transcode: re-encode each decoded image at these rates (None: decode only).
         from_level: the archived level to decode (default: every level; with ``rates``: the highest).
         images: write the decoded images as PNG under ``<output>/images``.
     """
 
     archive: str
+    archive_version: int | None = None
     rates: tuple[float | int, ...] | None = None
     from_level: int | None = None
     images: bool = False
 
 
-def _keep_todo(batch: dict[str, np.ndarray], todo: frozenset[str]) -> dict[str, np.ndarray]:
-    """Only the streams still to do: at the chosen level, not committed by an earlier run."""
-    keep = np.array([job_key(u, lvl) in todo for u, lvl in zip(batch["source_uri"], batch["rate_level"])], dtype=bool)
-    return {k: v[keep] for k, v in batch.items()}
+def read_archive_file(batch: Batch, storage: StorageOptions, level: int | None) -> Iterator[Batch]:
+    """Ray Data generator: a batch of archive-file units -> archived stream rows at ``level``."""
+    for i in range(len(batch["unit_id"])):
+        uri, unit = str(batch["uri"][i]), str(batch["unit_id"][i])
+        try:
+            filesystem, path = resolve(uri, storage)
+            table = pq.read_table(path, filesystem=filesystem, columns=_COLUMNS)
+            if level is not None:
+                table = table.filter(pc.equal(table.column("rate_level"), level))
+            rows = table.to_pylist()
+        except Exception as e:  # a lost or corrupt archive file: one error row, the job goes on
+            rows = [error_row(uri, unit, "read", type(e).__name__, str(e))]
+        if not rows:
+            rows = [error_row(uri, unit, "read", "ValueError", f"no stream at level {level} in this archive file")]
+        for r in rows:
+            r.update(unit_id=unit, unit_size=0)
+            r.setdefault("status", "ok")
+        rows[-1]["unit_size"] = len(rows)
+        yield batch_of(rows, sorted({k for r in rows for k in r}))
 
 
 class RedecodeJob(Job):
@@ -49,47 +74,53 @@ class RedecodeJob(Job):
     config: RedecodeConfig
 
     def check(self, model) -> None:
-        import pyarrow.parquet as pq
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
         cfg = self.config
-        self.files = committed_files(cfg.archive, "bitstreams", cfg.storage)
+        uri = table_uri(cfg.archive, "bitstreams")
+        try:
+            dt = DeltaTable(uri, version=cfg.archive_version, storage_options=delta_storage_options(uri, cfg.storage))
+        except TableNotFoundError as e:
+            raise FileNotFoundError(f"no Delta table at {uri}: is {cfg.archive} an archive job's output? (an output of "
+                                    "the old marker layout: convert it with python -m jobs.maintain --convert-markers)") from e
+        except Exception as e:
+            raise ValueError(f"cannot read {uri} at version {cfg.archive_version}: {e}") from e
+        self.version = dt.version()
+        self.files = dt.file_uris()
         if not self.files:
-            raise FileNotFoundError(f"no committed bitstreams under {cfg.archive}/bitstreams: is it an archive job's output?")
-        filesystem, _ = resolve(cfg.archive, cfg.storage)
-        self.index = pq.ParquetDataset(self.files, filesystem=filesystem).read(columns=["source_uri", "rate_level", "model_id"])
-        ids = set(self.index.column("model_id").to_pylist())
+            raise FileNotFoundError(f"{uri} (version {self.version}) holds no bitstreams")
+        index = dt.to_pyarrow_table(columns=["model_id", "rate_level"])
+        ids = set(index.column("model_id").unique().to_pylist())
         if ids - {model.model_id}:
             raise ValueError(f"archive was written by model id(s) {sorted(ids)}; --model {cfg.model} is {model.model_id}")
         self.level = cfg.from_level
         if self.level is None and cfg.rates:
-            self.level = max(self.index.column("rate_level").to_pylist())
+            self.level = int(pc.max(index.column("rate_level")).as_py())
 
-    def work(self, model) -> list[str]:
-        levels = self.index.column("rate_level").to_pylist()
-        return [job_key(u, lvl) for u, lvl in zip(self.index.column("source_uri").to_pylist(), levels)
-                if self.level is None or int(lvl) == self.level]
+    def units(self, model) -> list[WorkUnit]:
+        tag = "all" if self.level is None else f"L{self.level}"
+        return [WorkUnit("archive:" + hashlib.sha1(f"{f}|{tag}".encode()).hexdigest()[:24], "delta-file", f)
+                for f in self.files]
 
     def pools(self) -> list[ActorConfig]:
         return [self.config.decode, *(self.config.verify_pools() if self.config.rates else [])]
 
     def build(self, todo, model):
-        import ray
-
         cfg = self.config
-        # Not ray.data.read_parquet: its file-listing task asks for a whole CPU, which never gets
-        # scheduled once actor pools hold the rest of a small machine (a deadlock seen on 2 CPUs).
-        # The commit markers already name every part, so each part is one light read task.
-        ds = ray.data.from_items([{"part": f} for f in self.files], override_num_blocks=max(1, min(len(self.files), 1000)))
-        ds = ds.map_batches(read_parts, fn_kwargs={"output_uri": cfg.archive, "table": "bitstreams", "storage": cfg.storage},
-                            batch_size=1, num_cpus=0.1)
-        ds = ds.map_batches(_keep_todo, fn_kwargs={"todo": frozenset(todo)}, batch_size=64, num_cpus=0.1)
-        ds = map_actors(ds, ArchiveDecodeStage, cfg.decode, model=model, device=cfg.device,
+        ds = work_items(todo).map_batches(read_archive_file, fn_kwargs={"storage": cfg.storage, "level": self.level},
+                                          batch_size=1, num_cpus=0.1)
+        ds = map_actors(spread(ds, cfg.decode.batch_size), ArchiveDecodeStage, cfg.decode, model=model, device=cfg.device,
                         images_uri=cfg.images_uri(cfg.images), storage=cfg.storage)
         if cfg.rates:
             ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
         return write_results(ds, cfg, model)
 
+    def manifest_extra(self) -> dict[str, Any]:
+        return {"archive_version": self.version}
+
 
 def run_redecode(cfg: RedecodeConfig, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) a redecode job and writes ``run_manifest.json``; returns the summary."""
     return run_job(RedecodeJob(cfg), progress)
+

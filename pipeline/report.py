@@ -9,7 +9,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from .sinks import read_table
+from .delta import read_delta
 from .storage import StorageOptions, write_bytes, write_json
 
 __all__ = ["summarize_metrics", "rd_plot_png", "write_report"]
@@ -91,8 +91,8 @@ def _html_table(summary: list[dict[str, Any]]) -> str:
 
 def write_report(output_uri: str, storage: StorageOptions | None, codecs: tuple[str, ...], model_name: str) -> str:
     """Writes summary.json, rd.png and report.html under ``output_uri``; returns the report's URI."""
-    rows = read_table(output_uri, "metrics", storage).to_pylist()
-    errors = read_table(output_uri, "errors", storage).num_rows
+    rows = read_delta(output_uri, "metrics", storage).to_pylist()
+    errors = read_delta(output_uri, "errors", storage).num_rows
     summary = summarize_metrics(rows)
     write_json(output_uri, "summary.json", {"summary": summary, "errors": errors}, storage)
     png = rd_plot_png(summary, title=f"audit: {model_name} vs classical codecs at matched bpp")

@@ -7,9 +7,10 @@ In flight, a row is one image (a :class:`ImageRow`): stages add columns and neve
 failed row. A row that fails a stage gets ``status = "error"`` and the stage, exception type
 and message (:func:`failed`), travels on untouched and lands in the errors table.
 
-Out of the job, three tables (schemas below) and one key per unit of work:
-``job_key(source_uri)`` for a source image, ``job_key(source_uri, level)`` for an archived
-stream being re-decoded. Commit markers record keys, so a rerun skips finished work.
+Out of the job, three result tables and ``work_units``, the record of which units of work
+(a shard, a file group, an archive's data file) are committed, so a rerun skips them. Every
+in-flight row carries its ``unit_id``; the last row a reader emits for a unit carries
+``unit_size`` (how many rows the unit has), so the driver knows when a unit is complete.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ if TYPE_CHECKING:
     from oscar_model import ModelInfo
 
 __all__ = [
-    "BITSTREAMS", "METRICS", "ERRORS", "TABLES", "UNCOMPRESSED_COLUMNS", "SUMMARY_COLUMNS",
-    "Batch", "ImageRow", "ERROR_FIELDS", "job_key", "source_of", "rows_of", "batch_of", "failed", "table_rows",
-    "missing_rows", "summary_batch",
+    "BITSTREAMS", "METRICS", "ERRORS", "TABLES", "WORK_UNITS", "FLAT", "UNCOMPRESSED_COLUMNS",
+    "Batch", "ImageRow", "ERROR_FIELDS", "UNIT_FIELDS", "rows_of", "batch_of", "failed", "table_rows", "error_row",
 ]
 
 # ---------------------------------------------------------------------------- output tables
@@ -50,21 +50,36 @@ METRICS = _schema(
 )
 ERRORS = _schema("source_uri:str image_id:str stage:str error_type:str message:str")
 TABLES: dict[str, pa.Schema] = {"bitstreams": BITSTREAMS, "metrics": METRICS, "errors": ERRORS}
+WORK_UNITS = _schema("unit_id:str kind:str uri:str images:i64 window:i64 model_id:str run_id:str committed_at:str")
+"""One row per committed unit of work; ``images`` counts its in-flight rows (images, or archived
+streams when re-decoding); ``window`` is the commit it landed in."""
+FLAT = pa.schema(
+    [pa.field("table", pa.string()), *_schema("unit_id:str unit_size:i64 image_rows:i32")]
+    + [f for i, t in enumerate(TABLES.values()) for f in t if all(f.name not in u.names for u in list(TABLES.values())[:i])]
+)
+"""Every table's rows under one schema, with ``table`` naming theirs: what flows from the
+per-block flattening to the write tasks, so that blocks of different actors always
+concatenate (an in-flight list column can be a tensor in one block and objects in another).
+``image_rows`` is 1 on the first row of each in-flight row (how the driver counts images) and
+``unit_size`` rides on that row; an in-flight row with no table rows gets one row with
+``table = ""``, which is counted and never written."""
 UNCOMPRESSED_COLUMNS = {"bitstream"}
 """Already entropy-coded: written without compression or dictionary encoding."""
 
 # ---------------------------------------------------------------------------- rows in flight
 Batch = dict[str, np.ndarray]
 ERROR_FIELDS = ("error_stage", "error_type", "error_message")
+UNIT_FIELDS = ("unit_id", "unit_size")
 
 
 class ImageRow(TypedDict, total=False):
     """One image in flight; each stage's columns, in the order the stages add them.
 
+    a reader (:mod:`pipeline.shards`): unit_id, unit_size (0 but on a unit's last row).
     ``decode_images`` (or ``ArchiveDecodeStage`` when re-decoding an archive):
         image_id, source_uri, width, height, pixels (raw RGB bytes), status ("ok" / "error"),
         reference (what metrics are measured against), error_stage, error_type, error_message;
-        an archive decode adds job_key, from_level and archive_decode_ms.
+        an archive decode adds from_level and archive_decode_ms.
     ``EncodeStage``: rate_levels, bitstreams, encode_ms (lists, one entry per rate), refine_steps.
     ``VerifyStage``: psnr, ms_ssim, lpips, dists, decode_ms (lists, one per rate); drops pixels
         unless a later stage needs them.
@@ -81,7 +96,8 @@ class ImageRow(TypedDict, total=False):
     error_stage: str
     error_type: str
     error_message: str
-    job_key: str
+    unit_id: str
+    unit_size: int
     from_level: int
     archive_decode_ms: float
     rate_levels: list[int]
@@ -94,17 +110,6 @@ class ImageRow(TypedDict, total=False):
     dists: list[float | None]
     decode_ms: list[float]
     classic_results: list[str]
-
-
-def job_key(source_uri: str, level: int | None = None) -> str:
-    """The unit of work a commit marker records: an image, or (re-decoding) one archived level of it."""
-    return source_uri if level is None else f"{source_uri}#L{int(level)}"
-
-
-def source_of(key: str) -> str:
-    """The source URI inside a work key (inverse of :func:`job_key`)."""
-    uri, sep, level = key.rpartition("#L")
-    return uri if sep and level.isdigit() else key
 
 
 def rows_of(batch: Batch) -> list[dict[str, Any]]:
@@ -205,32 +210,8 @@ def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[d
     return out
 
 
-def missing_rows(keys: list[str]) -> list[dict[str, Any]]:
-    """In-flight error rows for work that never came back from the read (e.g. a manifest naming
-    an object that does not exist)."""
-    return [{"source_uri": source_of(k), "job_key": k, "image_id": None, "status": "error", "error_stage": "read",
-             "error_type": "FileNotFoundError", "error_message": "no such object"} for k in keys]
-
-
-SUMMARY_COLUMNS = ("job_key", "source_uri", "status", "rate_level", "bpp", "n_bytes")
-
-
-def summary_batch(rows: list[dict[str, Any]]) -> Batch:
-    """What the sink hands back to the driver: one row per stream, per re-decoded image, or per error.
-
-    ``job_key`` says which unit of work each belongs to, so the driver's progress and its
-    check that nothing was lost count work, not images.
-    """
-    out = []
-    for r in rows:
-        key, uri = str(r.get("job_key") or r["source_uri"]), str(r["source_uri"])
-        if r.get("status") != "ok":
-            out.append((key, uri, "error", -1, float("nan"), 0))
-            continue
-        levels = r.get("rate_levels", [])
-        for j, level in enumerate(levels):
-            n = len(bytes(r["bitstreams"][j]))
-            out.append((key, uri, "ok", int(level), 8 * n / (int(r["width"]) * int(r["height"])), n))
-        if len(levels) == 0:  # re-decoded, not transcoded
-            out.append((key, uri, "ok", int(r.get("from_level", -1)), float("nan"), 0))
-    return {c: np.array([o[i] for o in out], dtype=object) for i, c in enumerate(SUMMARY_COLUMNS)}
+def error_row(source_uri: str, unit_id: str, stage: str, error_type: str, message: str, unit_size: int = 0) -> dict[str, Any]:
+    """An in-flight error row for input that never became an image (a missing object, a broken
+    shard, a unit whose rows never came back)."""
+    return {"source_uri": source_uri, "image_id": None, "unit_id": unit_id, "unit_size": unit_size, "status": "error",
+            "error_stage": stage, "error_type": error_type, "error_message": message[:2000]}

@@ -1,12 +1,14 @@
 """The one resumable runner every job runs on.
 
-    read the model's info (no weights) -> refuse an output holding another model's results
-    -> list the work (one key per image, or per archived stream) -> delete parts without a
-    commit marker (an interrupted run) -> skip committed keys -> run the job's dataset on Ray
-    -> record work that never came back as error rows -> write run_manifest.json -> summary
+    read the model's info (no weights) -> take the output's lease (one writer) -> remove a torn
+    window's files -> refuse an output holding another model's results -> plan the work units
+    (shards, file groups, archive files) -> skip the units ``work_units`` records as committed
+    -> run the job's dataset on Ray, committing a window every N units or T minutes -> commit
+    the rest -> write run_manifest.json -> summary
 
-A job says what its work is and how its dataset is built (:class:`Job`); everything above is
-here, once.
+A job says what its work units are and how its dataset is built (:class:`Job`); everything
+above is here, once. Driver memory holds the plan (one entry per unit, not per image), what is
+in flight and one window; the summary is added up from write receipts.
 """
 
 from __future__ import annotations
@@ -16,22 +18,22 @@ import os
 import platform
 import time
 from abc import ABC, abstractmethod
-from collections import defaultdict
 from dataclasses import asdict
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from oscar_model.model_info import ModelInfo
 
-from .config import ActorConfig, JobConfig
+from .config import ActorConfig, ImagesConfig, JobConfig
 from .dataflow import LIGHT_TASK_CPUS
+from .delta import DeltaOutput
 from .faults import FAULT_ENV, TRACE_ENV
-from .rows import batch_of, missing_rows
-from .sinks import clean_uncommitted, committed_keys, committed_model_ids, write_tables
-from .sources import source_uris
+from .legacy import is_marker_layout
+from .rows import batch_of, error_row
+from .sinks import RECEIPT, flatten, write_files
+from .sources import ImageColumns, WorkUnit, plan_units
 from .storage import write_json
+from .windows import CommitWindows, Tally
 
 if TYPE_CHECKING:
     import ray.data
@@ -40,7 +42,7 @@ __all__ = ["Job", "ImagesJob", "run_job", "init_ray", "check_actor_budget", "ref
 
 
 class Job(ABC):
-    """A job: its name, its config, its work keys, its actor pools and its dataset."""
+    """A job: its name, its config, its work units, its actor pools and its dataset."""
 
     name: ClassVar[str]
 
@@ -52,16 +54,20 @@ class Job(ABC):
         return None
 
     @abstractmethod
-    def work(self, model: ModelInfo) -> list[str]:
-        """Every work key of the job (:func:`~pipeline.rows.job_key`), done or not."""
+    def units(self, model: ModelInfo) -> list[WorkUnit]:
+        """Every work unit of the job, done or not, in a stable order."""
 
     @abstractmethod
     def pools(self) -> list[ActorConfig]:
         """The actor pools :meth:`build` creates (checked against the cluster's CPUs)."""
 
     @abstractmethod
-    def build(self, todo: list[str], model: ModelInfo) -> ray.data.Dataset:
-        """The dataset that does ``todo`` and whose rows are the sink's summary rows."""
+    def build(self, todo: list[WorkUnit], model: ModelInfo) -> ray.data.Dataset:
+        """The dataset that does ``todo`` and whose rows are write receipts."""
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """What the job adds to run_manifest.json (redecode: the archive version it read)."""
+        return {}
 
     def finish(self, summary: dict[str, Any], model: ModelInfo) -> None:
         """After the manifest is written (the audit writes its report here)."""
@@ -69,10 +75,13 @@ class Job(ABC):
 
 
 class ImagesJob(Job):
-    """A job over source images: its work is the input listing (a prefix or a manifest)."""
+    """A job over source images: its units come from the input (shards, Parquet files, file groups)."""
 
-    def work(self, model: ModelInfo) -> list[str]:
-        return source_uris(self.config.input, self.config.storage)
+    config: ImagesConfig
+
+    def units(self, model: ModelInfo) -> list[WorkUnit]:
+        cfg = self.config
+        return plan_units(cfg.input, cfg.storage, ImageColumns(cfg.image_column, cfg.key_column), cfg.group_size)
 
 
 def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
@@ -81,25 +90,35 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     cfg = job.config
     model = ModelInfo.read(cfg.model)
     job.check(model)
-    refuse_other_model(cfg.output, model, cfg.storage)
-    keys = job.work(model)
-    removed = clean_uncommitted(cfg.output, cfg.storage)
-    done = committed_keys(cfg.output, cfg.storage)
-    todo = [k for k in keys if k not in done]
-    rows: list[dict[str, Any]] = []
-    if todo:
-        init_ray()
-        check_actor_budget(job.pools())
-        rows, seen = _execute(job.build(todo, model), todo, job.name, progress)
-        missing = sorted(set(todo) - seen)
-        if missing:
-            out = write_tables(batch_of(missing_rows(missing)), cfg.output, model, cfg.storage)
-            rows.extend(dict(zip(out, vals)) for vals in zip(*out.values()))
-    summary = summarize(rows, skipped=len(keys) - len(todo), wall_s=time.time() - t0)
-    summary["incomplete_parts_removed"] = removed
+    out = DeltaOutput(cfg.output, cfg.storage)
+    if is_marker_layout(cfg.output, cfg.storage) and not out.exists():
+        raise ValueError(f"{cfg.output} holds results in the old marker layout: convert it first with "
+                         f"`python -m jobs.maintain --output {cfg.output} --convert-markers`, or write to a new --output")
+    out.acquire_lease()
+    try:
+        out.create_tables()
+        healed = out.heal()
+        done, models = out.done_and_models()
+        refuse_other_model(cfg.output, model, models)
+        units = job.units(model)
+        todo = [u for u in units if u.unit_id not in done]
+        tally = Tally()
+        if todo:
+            init_ray()
+            check_actor_budget(job.pools())
+            _execute(job.build(todo, model), cfg, todo, out, model, tally, progress, job.name)
+    finally:
+        out.release_lease()
+    summary = {
+        "images_ok": tally.ok, "images_failed": tally.failed, "units_done": len(todo), "units_skipped_already_done":
+        len(units) - len(todo), "bitstream_bytes": tally.bytes, "mean_bpp_per_level": tally.mean_bpp(),
+        "wall_seconds": round(time.time() - t0, 2), "torn_window_files_removed": healed, "table_version":
+        out.next_window,
+    }
     manifest = {
         "job": job.name, "config": json.loads(json.dumps(asdict(cfg), default=str)), "model": model.to_dict(),
         "versions": package_versions(), "counts": summary, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **job.manifest_extra(),
     }
     write_json(cfg.output, "run_manifest.json", manifest, cfg.storage)
     job.finish(summary, model)
@@ -139,14 +158,14 @@ def check_actor_budget(pools: list[ActorConfig]) -> None:
         )
 
 
-def refuse_other_model(output: str, model: ModelInfo, storage) -> None:
+def refuse_other_model(output: str, model: ModelInfo, committed: set[str]) -> None:
     """Raises when ``output`` already holds committed results of another model.
 
-    Why: a rerun resumes, skipping every committed image. With another model (retrained
+    Why: a rerun resumes, skipping every committed unit. With another model (retrained
     weights, new entropy tables) the tables would silently hold two models' rows under one
     run manifest, and the old bitstreams would not decode with the new model.
     """
-    others = committed_model_ids(output, storage) - {model.model_id}
+    others = committed - {model.model_id}
     if others:
         raise ValueError(
             f"{output} already holds results of model id(s) {', '.join(sorted(others))}; this run's model "
@@ -155,20 +174,54 @@ def refuse_other_model(output: str, model: ModelInfo, storage) -> None:
         )
 
 
-def _execute(ds: ray.data.Dataset, todo: list[str], desc: str, progress: bool) -> tuple[list[dict[str, Any]], set[str]]:
-    """Streams the dataset to completion with a progress bar over work keys."""
+def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: DeltaOutput, model: ModelInfo,
+             tally: Tally, progress: bool, desc: str) -> None:
+    """Streams the dataset's receipts, committing a window whenever one is due.
+
+    At the end every unit is committed: one whose rows never all came back (lost beyond Ray's
+    retries) is committed with an error row saying so, never dropped.
+    """
     from tqdm.auto import tqdm
 
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    with tqdm(total=len(todo), desc=desc, unit="img", disable=not progress) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            new = [dict(zip(batch, vals)) for vals in zip(*batch.values())]
-            rows.extend(new)
-            fresh = {str(r["job_key"]) for r in new} - seen
-            seen |= fresh
-            bar.update(len(fresh))
-    return rows, seen
+    windows = CommitWindows(every_units=max(1, cfg.commit_units), every_s=60 * cfg.commit_minutes)
+    meta = {u.unit_id: (u.kind, u.uri) for u in todo}
+    committed: set[str] = set()
+    known = sum(len(u.members) for u in todo) if all(u.kind == "files" for u in todo) else None
+    with tqdm(total=known, desc=desc, unit="img", disable=not progress) as bar:
+        bar.set_postfix_str(f"units 0/{len(todo)}")
+        # prefetch_batches=0: with prefetching, a receipt is handed over only once the next one
+        # exists, which held every window back until the job was nearly done.
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+            for text in batch[RECEIPT]:
+                r = json.loads(text)
+                windows.add(r)
+                tally.add(r)
+                bar.update(r["ok"] + r["failed"])
+            if windows.due():
+                committed |= _commit(out, windows, meta, model)
+                bar.set_postfix_str(f"units {len(committed)}/{len(todo)}, {out.next_window} windows")
+        committed |= _commit(out, windows, meta, model)
+        lost = sorted(set(meta) - committed)
+        if lost:  # an error row completes each lost unit, whatever part of it arrived before
+            rows = [error_row(meta[u][1], u, "read", "LostWork", "the unit's rows never all came back; rerun after "
+                              "deleting its rows to retry", unit_size=windows.seen.get(u, 0) + 1) for u in lost]
+            flat = flatten(batch_of(rows), model)
+            r = json.loads(write_files(flat, out.output_uri, out.storage)[RECEIPT][0])
+            windows.add(r)
+            tally.add(r)
+            committed |= _commit(out, windows, meta, model)
+        bar.set_postfix_str(f"units {len(committed)}/{len(todo)}, {out.next_window} windows")
+
+
+def _commit(out: DeltaOutput, windows: CommitWindows, meta: dict[str, tuple[str, str]], model: ModelInfo) -> set[str]:
+    """Commits what the open window can; returns the units it committed."""
+    files, units = windows.take()
+    if not units:
+        return set()
+    rows = [{"unit_id": u, "kind": meta.get(u, ("", ""))[0], "uri": meta.get(u, ("", u))[1], "images": n}
+            for u, n in units.items()]
+    out.commit_window(files, rows, model.model_id)
+    return set(units)
 
 
 def package_versions() -> dict[str, str]:
@@ -179,20 +232,3 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def summarize(rows: list[dict[str, Any]], skipped: int, wall_s: float) -> dict[str, Any]:
-    ok_images = {r["source_uri"] for r in rows if r["status"] == "ok"}
-    failed = {r["source_uri"] for r in rows if r["status"] == "error"} - ok_images
-    per_rate: dict[int, list[float]] = defaultdict(list)
-    for r in rows:
-        if r["status"] == "ok" and not np.isnan(float(r["bpp"])):
-            per_rate[int(r["rate_level"])].append(float(r["bpp"]))
-    return {
-        "images_ok": len(ok_images),
-        "images_failed": len(failed),
-        "images_skipped_already_done": skipped,
-        "bitstream_bytes": int(sum(int(r["n_bytes"]) for r in rows)),
-        "mean_bpp_per_level": {lvl: round(float(np.mean(v)), 5) for lvl, v in sorted(per_rate.items())},
-        "wall_seconds": round(wall_s, 2),
-    }

@@ -1,147 +1,120 @@
-"""Parquet sinks with a commit marker per part, so a rerun resumes without duplicates.
+"""The write stage: in-flight rows -> Parquet data files in the Delta tables' folders, plus a
+receipt the driver commits from (:class:`~pipeline.delta.DeltaOutput`).
 
-Layout under the output URI::
+Each actor block is first flattened (:func:`flatten`) into its table rows under one schema;
+a write task then takes a large batch of them (``JobConfig.rows_per_file``, thousands), so
+each table gets files sized for analytics, not one per actor batch. The files are invisible
+until the driver commits them; a retried task writes new names (the orphan of a dead attempt
+is never committed and vacuum deletes it).
 
-    bitstreams/part-<id>.parquet   metrics/part-<id>.parquet   errors/part-<id>.parquet
-    _committed/part-<id>.json      (written LAST: the work keys the part holds, row counts, model id)
-    run_manifest.json              (config, model id and hash, versions, counts, wall time)
-
-``<id>`` is a hash of the batch's work keys (:func:`~pipeline.rows.job_key`), so a retried
-task rewrites the same files. The marker's list is called ``source_uris`` for the outputs
-written before re-decoding keys existed; for an image it is the image's URI.
-A part without its marker is an interrupted write: it is deleted on the next run and its
-images are processed again. Readers only read committed parts. A rerun with another model is
-refused (:func:`committed_model_ids`): resuming would mix two models' results in one table.
+The receipt is one row per write task (JSON): the files it wrote with their Delta stats, the
+rows it saw per unit (and a unit's size when its last row was here), and the counters the
+driver's summary adds up. Nothing per image goes back to the driver.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from typing import TYPE_CHECKING
+import time
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 
 from .faults import inject_fault
-from .rows import TABLES, UNCOMPRESSED_COLUMNS, job_key, rows_of, summary_batch, table_rows
-from .storage import StorageOptions, is_file, read_json, resolve, write_bytes
+from .rows import FLAT, TABLES, UNCOMPRESSED_COLUMNS, rows_of, table_rows
+from .storage import StorageOptions, resolve
 
 if TYPE_CHECKING:
     from oscar_model import ModelInfo
 
-__all__ = [
-    "write_tables", "committed_parts", "committed_keys", "committed_model_ids", "clean_uncommitted",
-    "committed_files", "read_table", "read_parts",
-]
+__all__ = ["flatten", "write_files", "write_table_file", "receipt", "RECEIPT"]
 
-MARKERS = "_committed"
+RECEIPT = "receipt"
+"""The write stage's one output column."""
+
+_STATS_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string)
 
 
-def _write_parquet(filesystem: pafs.FileSystem, path: str, table: pa.Table) -> None:
+def _stats(table: pa.Table) -> str:
+    """Delta's per-file statistics: row count, min/max and null counts of the scalar columns (for pruning)."""
+    mins, maxs, nulls = {}, {}, {}
+    for name in table.column_names:
+        col = table.column(name)
+        nulls[name] = col.null_count
+        if any(check(col.type) for check in _STATS_TYPES) and col.null_count < len(col):
+            mm = pc.min_max(col)
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            if isinstance(lo, float) and (np.isnan(lo) or np.isnan(hi)):
+                continue
+            if isinstance(lo, str):  # Delta truncates string stats; keep them short
+                lo, hi = lo[:32], hi[:32] + ("\uffff" if len(hi) > 32 else "")
+            mins[name], maxs[name] = lo, hi
+    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+def write_table_file(table: pa.Table, name: str, output_uri: str, storage: StorageOptions | None) -> dict[str, Any]:
+    """One Parquet data file in table ``name``'s folder; returns its add action's fields."""
+    filesystem, base = resolve(output_uri, storage)
+    path = f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:16]}.parquet"
+    folder = f"{base}/{name}"
+    filesystem.create_dir(folder, recursive=True)
     compression = {c: ("none" if c in UNCOMPRESSED_COLUMNS else "zstd") for c in table.column_names}
     use_dict = [c for c in table.column_names if c not in UNCOMPRESSED_COLUMNS]
-    with filesystem.open_output_stream(path) as f:
-        pq.write_table(table, f, compression=compression, use_dictionary=use_dict)
+    with filesystem.open_output_stream(f"{folder}/{path}") as f:
+        pq.write_table(table, f, compression=compression, use_dictionary=use_dict, row_group_size=16_384)
+    size = filesystem.get_file_info(f"{folder}/{path}").size
+    return {"table": name, "path": path, "size": int(size), "rows": table.num_rows, "stats": _stats(table),
+            "mtime_ms": int(time.time() * 1000)}
 
 
-def write_tables(
-    batch: dict[str, np.ndarray], output_uri: str, model: ModelInfo, storage: StorageOptions | None = None
-) -> dict[str, np.ndarray]:
-    """Sink stage: writes this batch's parts, then its marker; returns :func:`~pipeline.rows.summary_batch`."""
-    rows = rows_of(batch)
-    if not rows:
-        return summary_batch([])
-    keys = sorted(str(r.get("job_key") or job_key(r["source_uri"])) for r in rows)
-    part = "part-" + hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
-    tables = table_rows(rows, model)
-    filesystem, base = resolve(output_uri, storage)
-    for name in ("metrics", "errors", "bitstreams"):  # bitstreams last: the data the marker vouches for
-        if tables[name]:
-            filesystem.create_dir(f"{base}/{name}", recursive=True)
-            table = pa.Table.from_pylist(tables[name], schema=TABLES[name])
-            _write_parquet(filesystem, f"{base}/{name}/{part}.parquet", table)
-    inject_fault("write", len(rows))  # test hook: a crash here leaves parts without their marker
-    marker = {"part": part, "source_uris": keys, "rows": {k: len(v) for k, v in tables.items()}, "model_id": model.model_id}
-    write_bytes(f"{output_uri.rstrip('/')}/{MARKERS}", f"{part}.json", json.dumps(marker).encode(), storage)
-    return summary_batch(rows)
+def flatten(batch: dict[str, np.ndarray], model: ModelInfo) -> pa.Table:
+    """Per block: in-flight rows -> their table rows under :data:`~pipeline.rows.FLAT` (see there)."""
+    flat: list[dict[str, Any]] = []
+    for r in rows_of(batch):
+        own = table_rows([r], model)
+        first = len(flat)
+        for name in ("bitstreams", "metrics", "errors"):
+            flat.extend({**row, "table": name, "unit_id": str(r["unit_id"]), "unit_size": 0, "image_rows": 0}
+                        for row in own[name])
+        if len(flat) == first:  # nothing to write, but the image still counts for its unit
+            flat.append({"table": "", "unit_id": str(r["unit_id"]), "source_uri": str(r.get("source_uri", ""))})
+        flat[first].update(image_rows=1, unit_size=int(r.get("unit_size") or 0))
+    return pa.Table.from_pylist(flat, schema=FLAT)
 
 
-def _markers(output_uri: str, storage: StorageOptions | None) -> list[dict]:
-    filesystem, base = resolve(output_uri, storage)
-    if filesystem.get_file_info(f"{base}/{MARKERS}").type != pafs.FileType.Directory:
-        return []
-    out = []
-    for info in filesystem.get_file_info(pafs.FileSelector(f"{base}/{MARKERS}")):
-        if info.path.endswith(".json"):
-            with filesystem.open_input_file(info.path) as f:
-                out.append(json.loads(f.read()))
-    return out
+def write_files(batch: pa.Table, output_uri: str, storage: StorageOptions | None = None) -> dict[str, np.ndarray]:
+    """Write stage: a large batch of flat rows -> one data file per table; returns one receipt row."""
+    files = []
+    for name in ("metrics", "errors", "bitstreams"):
+        rows = batch.filter(pc.equal(batch.column("table"), name))
+        if rows.num_rows:
+            files.append(write_table_file(rows.select(TABLES[name].names).cast(TABLES[name]), name, output_uri, storage))
+    inject_fault("write", batch.num_rows)  # test hook: a crash here leaves files no commit names
+    return {RECEIPT: np.array([json.dumps(receipt(batch, files))], dtype=object)}
 
 
-def committed_parts(output_uri: str, storage: StorageOptions | None = None) -> set[str]:
-    return {m["part"] for m in _markers(output_uri, storage)}
-
-
-def committed_keys(output_uri: str, storage: StorageOptions | None = None) -> set[str]:
-    """Work keys already fully written (ok or error) by an earlier run."""
-    return {u for m in _markers(output_uri, storage) for u in m["source_uris"]}
-
-
-def committed_model_ids(output_uri: str, storage: StorageOptions | None = None) -> set[str]:
-    """Model ids of the committed parts under ``output_uri``. Markers written before they
-    recorded one fall back to the run manifest's model id (absent if that run never finished)."""
-    markers = _markers(output_uri, storage)
-    ids = {m["model_id"] for m in markers if "model_id" in m}
-    manifest = f"{output_uri.rstrip('/')}/run_manifest.json"
-    if any("model_id" not in m for m in markers) and is_file(manifest, storage):
-        ids.add(read_json(manifest, storage)["model"]["model_id"])
-    return ids
-
-
-def clean_uncommitted(output_uri: str, storage: StorageOptions | None = None) -> int:
-    """Deletes parts whose marker is missing (an interrupted earlier run); returns how many."""
-    filesystem, base = resolve(output_uri, storage)
-    done = committed_parts(output_uri, storage)
-    removed = 0
-    for name in TABLES:
-        if filesystem.get_file_info(f"{base}/{name}").type != pafs.FileType.Directory:
-            continue
-        for info in filesystem.get_file_info(pafs.FileSelector(f"{base}/{name}")):
-            stem = info.base_name.rsplit(".", 1)[0]
-            if info.base_name.endswith(".parquet") and stem not in done:
-                filesystem.delete_file(info.path)
-                removed += 1
-    return removed
-
-
-def committed_files(output_uri: str, table: str, storage: StorageOptions | None = None) -> list[str]:
-    filesystem, base = resolve(output_uri, storage)
-    done = committed_parts(output_uri, storage)
-    if filesystem.get_file_info(f"{base}/{table}").type != pafs.FileType.Directory:
-        return []
-    return sorted(
-        i.path for i in filesystem.get_file_info(pafs.FileSelector(f"{base}/{table}"))
-        if i.base_name.endswith(".parquet") and i.base_name[: -len(".parquet")] in done
-    )
-
-
-def read_table(output_uri: str, table: str, storage: StorageOptions | None = None) -> pa.Table:
-    """A whole committed table (small tables: metrics, errors; or bitstreams of a test corpus)."""
-    filesystem, _ = resolve(output_uri, storage)
-    files = committed_files(output_uri, table, storage)
-    if not files:
-        return TABLES[table].empty_table()
-    return _concat_parts(files, filesystem, table)
-
-
-def read_parts(batch: dict[str, np.ndarray], output_uri: str, table: str, storage: StorageOptions | None = None) -> pa.Table:
-    """A batch of committed part paths -> their rows (a Ray Data map over part paths)."""
-    filesystem, _ = resolve(output_uri, storage)
-    return _concat_parts([str(f) for f in batch["part"]], filesystem, table)
-
-
-def _concat_parts(paths: list[str], filesystem: pafs.FileSystem, table: str) -> pa.Table:
-    return pa.concat_tables([pq.read_table(p, filesystem=filesystem, schema=TABLES[table]) for p in paths])
+def receipt(batch: pa.Table, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the driver needs from a write: files, rows per unit, unit sizes, summary counters."""
+    cols = batch.select(["table", "unit_id", "unit_size", "image_rows", "rate_level", "n_bytes", "bpp"]).to_pydict()
+    seen: dict[str, int] = defaultdict(int)
+    sizes: dict[str, int] = {}
+    bpp: dict[int, list[float]] = defaultdict(lambda: [0.0, 0])
+    ok = failed = n_bytes = 0
+    for table, unit, size, first, level, n, rate in zip(*cols.values()):
+        if first:
+            seen[unit] += 1
+            failed += table == "errors"
+            ok += table != "errors"
+        if size:
+            sizes[unit] = size
+        if table == "bitstreams":
+            n_bytes += n
+            bpp[level][0] += rate
+            bpp[level][1] += 1
+    return {"files": files, "seen": dict(seen), "sizes": sizes, "ok": ok, "failed": failed, "bytes": n_bytes,
+            "bpp": {str(k): v for k, v in bpp.items()}}

@@ -19,7 +19,7 @@ import numpy as np
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
 from .faults import inject_fault
-from .rows import Batch, batch_of, failed, job_key, rows_of
+from .rows import Batch, batch_of, failed, rows_of
 from .storage import StorageOptions, write_png
 
 __all__ = [
@@ -27,28 +27,31 @@ __all__ = [
     "ClassicCodecStage",
 ]
 
-DECODED_COLUMNS = ["image_id", "source_uri", "width", "height", "pixels", "status", "reference",
+DECODED_COLUMNS = ["image_id", "source_uri", "unit_id", "unit_size", "width", "height", "pixels", "status", "reference",
                    "error_stage", "error_type", "error_message"]
 
 
-def to_uri(path: str, scheme: str | None) -> str:
-    return f"{scheme}://{path}" if scheme else path
-
-
-def decode_images(batch: Batch, scheme: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batch:
-    """Raw file bytes -> RGB pixels, with EXIF orientation applied.
+def decode_images(batch: Batch, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batch:
+    """Raw rows of a reader (:mod:`pipeline.shards`) -> RGB pixels, with EXIF orientation applied.
 
     image_id is the SHA-256 of the file's bytes (first 32 hex digits). Empty, truncated,
-    non-image and over-sized (decompression bomb) files become error rows.
+    non-image and over-sized (decompression bomb) files become error rows; rows the reader
+    already marked as errors pass through.
     """
     out = []
-    for raw, path in zip(batch["bytes"], batch["path"]):
+    for i, raw in enumerate(batch["bytes"]):
         raw = bytes(raw)
         row: dict[str, Any] = {
-            "image_id": hashlib.sha256(raw).hexdigest()[:32], "source_uri": to_uri(str(path), scheme),
+            "image_id": hashlib.sha256(raw).hexdigest()[:32] if raw else None, "source_uri": str(batch["source_uri"][i]),
+            "unit_id": str(batch["unit_id"][i]), "unit_size": int(batch["unit_size"][i]),
             "width": 0, "height": 0, "pixels": b"", "status": "ok", "reference": "source",
             "error_stage": None, "error_type": None, "error_message": None,
         }
+        if batch["error_type"][i]:
+            row.update(status="error", error_stage=str(batch["error_stage"][i]), error_type=str(batch["error_type"][i]),
+                       error_message=str(batch["error_message"][i]))
+            out.append(row)
+            continue
         try:
             if not raw:
                 raise ValueError("empty file (0 bytes)")
@@ -88,17 +91,19 @@ class EncodeStage:
 
     Adds ``rate_levels``, ``bitstreams`` and ``encode_ms`` (autoencoder time + that rate's own
     time: the cost of encoding at that rate alone) and ``refine_steps``: > 0 searches the
-    indices through the decoder (slower encode, better images, same format).
+    indices through the decoder (slower encode, better images, same format). Drops the pixels
+    unless ``keep_pixels`` (a later stage measures against them).
     """
 
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8,
-        refine_steps: int = 0,
+        refine_steps: int = 0, keep_pixels: bool = True,
     ) -> None:
         self.codec = load_codec(model, device)
         self.points = self.codec.ladder.resolve_many(rates)
         self.batch_size = batch_size
         self.refine_steps = refine_steps
+        self.keep_pixels = keep_pixels
 
     def __call__(self, batch: Batch) -> Batch:
         rows = rows_of(batch)
@@ -114,6 +119,9 @@ class EncodeStage:
                     self._encode(rows, [i])
                 except Exception as e:
                     rows[i] = failed(rows[i], "encode", e)
+        if not self.keep_pixels:  # nothing downstream needs them: do not carry them to the writer
+            for r in rows:
+                r.pop("pixels", None)
         return batch_of(rows)
 
     def _encode(self, rows: list[dict[str, Any]], which: list[int]) -> None:
@@ -212,8 +220,8 @@ class ArchiveDecodeStage:
 
     Output rows look like ``decode_images``'s (pixels = the decoded image, reference = the
     archived level), so they can be re-encoded (transcoding) by :class:`EncodeStage`; PNGs
-    are written when ``images_uri`` is set. Adds ``job_key``, ``from_level`` and
-    ``archive_decode_ms``.
+    are written when ``images_uri`` is set. Adds ``from_level`` and ``archive_decode_ms``; keeps
+    the unit columns.
     """
 
     def __init__(
@@ -227,9 +235,13 @@ class ArchiveDecodeStage:
     def __call__(self, batch: Batch) -> Batch:
         out = []
         for r in rows_of(batch):
+            if r.get("status") == "error":  # the archive file could not be read: its error row goes on
+                out.append({**r, "width": 0, "height": 0, "pixels": b"", "from_level": -1, "archive_decode_ms": None})
+                continue
             level = int(r["rate_level"])
             row = {
-                "image_id": r["image_id"], "source_uri": r["source_uri"], "job_key": job_key(r["source_uri"], level),
+                "image_id": r["image_id"], "source_uri": r["source_uri"], "unit_id": r["unit_id"],
+                "unit_size": int(r["unit_size"]),
                 "width": int(r["width"]), "height": int(r["height"]), "from_level": level, "pixels": b"",
                 "status": "ok", "reference": f"archive level {level}", "archive_decode_ms": None,
                 "error_stage": None, "error_type": None, "error_message": None,

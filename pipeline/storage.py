@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 from pyarrow import fs as pafs
 
-__all__ = ["StorageOptions", "resolve", "join_uri", "write_bytes", "write_json", "write_png", "read_json", "is_file"]
+__all__ = ["StorageOptions", "resolve", "s3_settings", "delete_file", "write_bytes", "write_json", "write_png", "read_json", "is_file"]
 
 
 @dataclass(frozen=True)
@@ -29,16 +29,32 @@ class StorageOptions:
     secret_key: str | None = None
 
 
-def _s3(opts: StorageOptions) -> pafs.S3FileSystem:
-    endpoint = opts.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-    kwargs: dict = {"region": opts.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+def s3_settings(opts: StorageOptions) -> dict[str, str]:
+    """Region, keys and endpoint (``scheme://host:port``) from ``opts``, else the AWS_* variables.
+
+    One place for both clients: pyarrow's S3FileSystem (workers' data files) and delta-rs
+    (the driver's commits) must talk to the same store.
+    """
+    out = {"region": opts.region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"}
     key = opts.access_key or os.environ.get("AWS_ACCESS_KEY_ID")
     secret = opts.secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
-        kwargs.update(access_key=key, secret_key=secret)
+        out.update(access_key=key, secret_key=secret)
+    endpoint = opts.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        kwargs.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+        out["endpoint"] = f"{parsed.scheme or 'https'}://{parsed.netloc}"
+    return out
+
+
+def _s3(opts: StorageOptions) -> pafs.S3FileSystem:
+    s3 = s3_settings(opts)
+    kwargs: dict = {"region": s3["region"]}
+    if "access_key" in s3:
+        kwargs.update(access_key=s3["access_key"], secret_key=s3["secret_key"])
+    if "endpoint" in s3:
+        scheme, netloc = s3["endpoint"].split("://", 1)
+        kwargs.update(endpoint_override=netloc, scheme=scheme)
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -53,10 +69,6 @@ def resolve(uri: str, options: StorageOptions | None = None) -> tuple[pafs.FileS
         return pafs.LocalFileSystem(), os.path.abspath(path)
     filesystem, path = pafs.FileSystem.from_uri(uri)
     return filesystem, path.rstrip("/")
-
-
-def join_uri(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
 
 
 def write_bytes(dir_uri: str, name: str, data: bytes, storage: StorageOptions | None = None) -> None:
@@ -87,3 +99,10 @@ def read_json(uri: str, storage: StorageOptions | None = None) -> dict:
     filesystem, path = resolve(uri, storage)
     with filesystem.open_input_file(path) as f:
         return json.loads(f.read())
+
+
+def delete_file(uri: str, storage: StorageOptions | None = None) -> None:
+    """Deletes ``uri`` if it exists."""
+    filesystem, path = resolve(uri, storage)
+    if filesystem.get_file_info(path).type == pafs.FileType.File:
+        filesystem.delete_file(path)

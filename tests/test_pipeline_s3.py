@@ -7,7 +7,6 @@ import json
 import socket
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -100,9 +99,9 @@ def ray_local():
 
 
 def table(uri: str, name: str):
-    from pipeline.sinks import read_table
+    from pipeline.delta import read_delta
 
-    return read_table(uri, name)
+    return read_delta(uri, name)
 
 
 def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_codec):
@@ -114,7 +113,7 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     assert archive.main(argv) == 0
 
     bits, mets, errs = table(out, "bitstreams"), table(out, "metrics"), table(out, "errors")
-    assert bits.schema.equals(BITSTREAMS) and mets.schema.equals(METRICS) and errs.schema.equals(ERRORS)
+    assert (bits.schema.names, mets.schema.names, errs.schema.names) == (BITSTREAMS.names, METRICS.names, ERRORS.names)
     n_good, n_bad, n_rates = 4, 5, 2
     assert bits.num_rows == n_good * n_rates and mets.num_rows == n_good * n_rates
     assert errs.num_rows == n_bad
@@ -152,15 +151,16 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     assert table(out, "metrics").num_rows == mets.num_rows
     assert table(out, "errors").num_rows == errs.num_rows
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="archive/run_manifest.json")["Body"].read())
-    assert manifest["counts"]["images_skipped_already_done"] == n_good + n_bad
-    # Every committed part records its model, and another model may not resume into it.
+    assert manifest["counts"]["units_done"] == 0 and manifest["counts"]["units_skipped_already_done"] >= 1
+    # Every committed unit records its model, and another model may not resume into it.
     from oscar_model import ModelInfo
+    from pipeline.delta import DeltaOutput
     from pipeline.runner import refuse_other_model
-    from pipeline.sinks import committed_model_ids
 
-    assert committed_model_ids(out) == {tiny_codec.model_id.hex()}
+    _, models = DeltaOutput(out).done_and_models()
+    assert models == {tiny_codec.model_id.hex()}
     with pytest.raises(ValueError, match="new --output"):
-        refuse_other_model(out, ModelInfo("oscar-tiny", "", "00000000", tiny_codec.ladder), None)
+        refuse_other_model(out, ModelInfo("oscar-tiny", "", "00000000", tiny_codec.ladder), models)
 
     # redecode: PNGs for every archived stream, and a transcode of the top level to level 0.
     dec = f"s3://{BUCKET}/decoded"
@@ -203,8 +203,40 @@ def test_manifest_input_with_missing_object(s3, ray_local, tiny_model_dir, tmp_p
     out = str(tmp_path / "out")
     assert archive.main(["--input", str(manifest), "--output", out, "--rates", "L1", "--no-verify",
                          "--model", str(tiny_model_dir), "--quiet"]) == 0
-    bits = pq.read_table(f"{out}/bitstreams")
-    errs = pq.read_table(f"{out}/errors").to_pylist()
+    bits = table(out, "bitstreams")
+    errs = table(out, "errors").to_pylist()
     assert bits.num_rows == 1
     assert [e["source_uri"] for e in errs] == [f"s3://{BUCKET}/photos/missing.png"]
     assert errs[0]["error_type"] == "FileNotFoundError"
+
+
+def test_webdataset_and_parquet_shards_over_s3(s3, ray_local, tiny_model_dir, tmp_path):
+    """Shards on S3: tars as img2dataset writes them (one broken member, one truncated shard) and
+    Parquet with a Hugging Face image struct; every readable image archived, every bad one an error row."""
+    from jobs import archive
+    from tests.shard_fixtures import cut_inside_member, hf_parquet, webdataset_tar
+
+    photos = list(good_photos().values())
+    s3.put_object(Bucket=BUCKET, Key="shards/00000.tar", Body=webdataset_tar(photos[:2], broken_member=True))
+    cut = cut_inside_member(webdataset_tar(photos[1:], start=10), member=2)  # the second sample's .jpg
+    s3.put_object(Bucket=BUCKET, Key="shards/00001.tar", Body=cut)
+    out = f"s3://{BUCKET}/from-shards"
+    argv = ["--input", f"s3://{BUCKET}/shards/", "--output", out, "--rates", "L1", "--no-verify",
+            "--model", str(tiny_model_dir), "--quiet"]
+    assert archive.main(argv) == 0
+    bits, errs = table(out, "bitstreams").to_pylist(), table(out, "errors").to_pylist()
+    assert {b["source_uri"] for b in bits} >= {f"s3://{BUCKET}/shards/00000.tar#000000.jpg",
+                                               f"s3://{BUCKET}/shards/00000.tar#000001.jpg"}
+    reasons = {e["source_uri"]: e for e in errs}
+    assert reasons[f"s3://{BUCKET}/shards/00000.tar#000002.jpg"]["stage"] == "read"  # the broken member, by name
+    broke = reasons[f"s3://{BUCKET}/shards/00001.tar"]
+    assert "broke off inside member 000011.jpg, after 2 whole members" in broke["message"]
+    assert f"s3://{BUCKET}/shards/00001.tar#000010.jpg" in {b["source_uri"] for b in bits}  # read before the break
+    assert len(table(out, "work_units")) == 2
+
+    s3.put_object(Bucket=BUCKET, Key="hf/train-00000.parquet", Body=hf_parquet(photos))
+    out = f"s3://{BUCKET}/from-parquet"
+    assert archive.main(["--input", f"s3://{BUCKET}/hf/", "--output", out, "--rates", "L1", "--no-verify",
+                         "--model", str(tiny_model_dir), "--quiet"]) == 0
+    bits = table(out, "bitstreams").to_pylist()
+    assert sorted(b["source_uri"] for b in bits) == [f"s3://{BUCKET}/hf/train-00000.parquet#img-{i}" for i in range(3)]

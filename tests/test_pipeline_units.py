@@ -100,8 +100,8 @@ def test_error_columns_are_always_strings():
     from pipeline.rows import batch_of
     from pipeline.stages import decode_images
 
-    ok_only = decode_images({"bytes": np.array([_png_bytes()], dtype=object), "path": np.array(["a.png"], dtype=object)})
-    with_error = decode_images({"bytes": np.array([b"junk"], dtype=object), "path": np.array(["b.png"], dtype=object)})
+    ok_only = decode_images(raw_batch(_png_bytes(), "a.png"))
+    with_error = decode_images(raw_batch(b"junk", "b.png"))
     for column in ("error_stage", "error_type", "error_message"):
         assert pa.array(list(ok_only[column])).type == pa.string()
         assert pa.array(list(with_error[column])).type == pa.string()
@@ -112,6 +112,17 @@ def test_error_columns_are_always_strings():
     row = {"status": "error", "source_uri": "u", "image_id": None, "error_stage": "read", "error_type": "", "error_message": "m"}
     (err,) = table_rows([row], _model())["errors"]
     assert err["stage"] == "read" and err["error_type"] is None and err["message"] == "m"
+
+
+def raw_batch(raw: bytes, uri: str) -> dict:
+    """One reader row (pipeline.shards' columns) of ``raw`` bytes."""
+    values = {"bytes": raw, "source_uri": uri, "unit_id": "u", "unit_size": 1, "error_stage": "", "error_type": "",
+              "error_message": ""}
+    out = {}
+    for k, v in values.items():
+        out[k] = np.empty(1, dtype=object)
+        out[k][0] = v
+    return out
 
 
 def _png_bytes() -> bytes:
@@ -125,27 +136,20 @@ def _png_bytes() -> bytes:
 
 
 def test_a_rerun_with_another_model_is_refused(tmp_path):
-    """Resuming skips committed images: with other weights or tables it would mix two models'
+    """Resuming skips committed units: with other weights or tables it would mix two models'
     rows (and bitstreams only the old model decodes) in one output, so it is refused."""
-    import json
-
+    from pipeline.delta import DeltaOutput
     from pipeline.runner import refuse_other_model
-    from pipeline.sinks import committed_model_ids
 
-    out = tmp_path / "out"
-    (out / "_committed").mkdir(parents=True)
-    marker = {"part": "part-a", "source_uris": ["a.png"], "rows": {"bitstreams": 2}, "model_id": "aaaa0000"}
-    (out / "_committed" / "part-a.json").write_text(json.dumps(marker))
-    refuse_other_model(str(out), _model("oscar-tiny", "aaaa0000"), None)  # same model: resumes
+    out = DeltaOutput(str(tmp_path / "out"))
+    out.create_tables()
+    assert out.done_and_models() == (set(), set())
+    out.commit_window({}, [{"unit_id": "a", "kind": "files", "uri": "a.png", "images": 1}], "aaaa0000")
+    done, models = out.done_and_models()
+    assert done == {"a"} and models == {"aaaa0000"}
+    refuse_other_model(out.output_uri, _model("oscar-tiny", "aaaa0000"), models)  # same model: resumes
     with pytest.raises(ValueError, match="model id\\(s\\) aaaa0000; this run's model oscar-tiny is id bbbb1111"):
-        refuse_other_model(str(out), _model("oscar-tiny", "bbbb1111"), None)
-    # Markers from before the id was recorded: the finished run's manifest speaks for them.
-    old = {"part": "part-b", "source_uris": ["b.png"], "rows": {"bitstreams": 2}}
-    (out / "_committed" / "part-b.json").write_text(json.dumps(old))
-    assert committed_model_ids(str(out)) == {"aaaa0000"}
-    (out / "run_manifest.json").write_text(json.dumps({"model": {"model_id": "cccc2222"}}))
-    assert committed_model_ids(str(out)) == {"aaaa0000", "cccc2222"}
-    assert committed_model_ids(str(tmp_path / "empty")) == set()
+        refuse_other_model(out.output_uri, _model("oscar-tiny", "bbbb1111"), models)
 
 
 def test_encode_stage_searches_indices_when_asked(tiny_model_dir, tiny_codec, photo):
@@ -158,7 +162,7 @@ def test_encode_stage_searches_indices_when_asked(tiny_model_dir, tiny_codec, ph
 
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="PNG")
-    batch = decode_images({"bytes": np.array([buf.getvalue()], dtype=object), "path": np.array(["p.png"], dtype=object)})
+    batch = decode_images(raw_batch(buf.getvalue(), "p.png"))
     level = max(p.index for p in tiny_codec.ladder)
     refined = EncodeStage(str(tiny_model_dir), rates=(level,), refine_steps=3)(dict(batch))
     greedy = EncodeStage(str(tiny_model_dir), rates=(level,))(dict(batch))
@@ -171,3 +175,15 @@ def test_refined_rows_say_so_in_the_metrics_table():
     row = dict(_transcoded_row(np.array([2])), refine_steps=np.int64(16))
     (metric,) = table_rows([row], _model())["metrics"]
     assert metric["setting"] == "level 2, refine 16"
+
+
+def test_ms_ssim_of_small_images_is_measured_not_raised():
+    """Images of 3-32 px once raised inside pytorch_msssim and aborted a whole archive job."""
+    from pipeline.metrics import ms_ssim_rgb
+
+    rng = np.random.default_rng(0)
+    for side in (3, 16, 32, 33):
+        a = (rng.random((side, side + 7, 3)) * 255).astype(np.uint8)
+        b = np.clip(a.astype(int) + rng.integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+        assert 0.9 < ms_ssim_rgb(a, b) <= 1.0
+        assert ms_ssim_rgb(a, a) == pytest.approx(1.0)

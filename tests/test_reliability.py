@@ -1,5 +1,6 @@
-"""Nothing lost, nothing twice: an actor killed mid-job, the driver SIGKILLed and rerun, a write
-interrupted between its parts and its commit marker. Faults come from pipeline/faults.py."""
+"""Nothing lost, nothing twice: an actor killed mid-job, a write task killed after its files,
+the driver SIGKILLed between two commits and killed in the middle of one, each then rerun.
+Faults come from pipeline/faults.py."""
 
 from __future__ import annotations
 
@@ -42,27 +43,33 @@ def inputs(folder: Path) -> set[str]:
 
 
 def check_exactly_once(out: Path, folder: Path, levels: int = 2) -> None:
-    """Every input is in the output once: one bitstream row per rate, or one error row; every
-    Parquet part has its commit marker."""
-    from pipeline.sinks import read_table
+    """Every input is in the output once: one bitstream row per rate, or one error row; every work
+    unit committed once."""
+    from pipeline.delta import read_delta
 
-    bits = read_table(str(out), "bitstreams").to_pylist()
-    errors = read_table(str(out), "errors").to_pylist()
+    bits = read_delta(str(out), "bitstreams").to_pylist()
+    errors = read_delta(str(out), "errors").to_pylist()
     keys = [(r["source_uri"], r["rate_level"]) for r in bits]
     assert len(keys) == len(set(keys)), "duplicate bitstream rows"
     assert len(errors) == len({e["source_uri"] for e in errors}), "duplicate error rows"
     ok = {u for u, _ in keys}
     assert ok | {e["source_uri"] for e in errors} == inputs(folder) and not ok & {e["source_uri"] for e in errors}
     assert all(sum(1 for u, _ in keys if u == uri) == levels for uri in ok)
-    markers = {p.stem for p in (out / "_committed").glob("*.json")}
-    for table in ("bitstreams", "metrics", "errors"):
-        parts = {p.stem for p in (out / table).glob("*.parquet")} if (out / table).exists() else set()
-        assert parts <= markers, f"orphan parts in {table}: {parts - markers}"
+    units = read_delta(str(out), "work_units").column("unit_id").to_pylist()
+    assert len(units) == len(set(units)), "a work unit committed twice"
+
+
+def committed_units(out: Path) -> int:
+    from pipeline.delta import read_delta
+
+    return read_delta(str(out), "work_units").num_rows
 
 
 def archive_cmd(folder: Path, out: Path, model: Path) -> list[str]:
+    """Small units and windows, so a job of a dozen photos makes several commits."""
     return [sys.executable, "-m", "jobs.archive", "--input", str(folder), "--output", str(out), "--rates", RATES,
-            "--model", str(model), "--actors", "2", "--batch-size", "2", "--no-verify", "--quiet"]
+            "--model", str(model), "--actors", "2", "--batch-size", "2", "--no-verify", "--quiet",
+            "--group-size", "2", "--commit-units", "1", "--rows-per-file", "4"]
 
 
 def run_archive(folder: Path, out: Path, model: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -90,7 +97,7 @@ def faulty_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_bad_inputs_and_killed_workers_lose_nothing_and_duplicate_nothing(faulty_run):
-    from pipeline.sinks import read_table
+    from pipeline.delta import read_delta as read_table
 
     folder, out, markers, expectations = faulty_run
     assert all(m.exists() for m in markers)  # an encode actor and a sink task really died mid-job
@@ -105,38 +112,60 @@ def test_bad_inputs_and_killed_workers_lose_nothing_and_duplicate_nothing(faulty
             assert errors[name]["stage"] == "read"
 
 
-def test_a_write_that_died_before_its_marker_is_cleaned_and_redone_by_the_rerun(faulty_run, tmp_path, tiny_model_dir):
-    import json
+def test_files_of_a_killed_write_task_are_invisible_and_vacuumed(faulty_run, tmp_path):
     import shutil
 
-    folder, first, _, _ = faulty_run
+    from pipeline.delta import read_delta
+    from pipeline.maintain import maintain
+
+    _, first, _, _ = faulty_run
     out = tmp_path / "out"
     shutil.copytree(first, out)
-    # A process that died for good between a part and its marker leaves parts without a marker.
-    victim = sorted((out / "_committed").glob("*.json"))[0]
-    redo = set(json.loads(victim.read_text())["source_uris"])
-    victim.unlink()
-    rerun = run_archive(folder, out, tiny_model_dir)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    counts = json.loads((out / "run_manifest.json").read_text())["counts"]
-    assert counts["incomplete_parts_removed"] >= 1
-    assert counts["images_ok"] + counts["images_failed"] == len(redo)
-    check_exactly_once(out, folder)
+    on_disk = {p.name for table in ("bitstreams", "metrics", "errors") for p in (out / table).glob("*.parquet")}
+    from deltalake import DeltaTable
+
+    committed = {Path(f).name for t in ("bitstreams", "metrics", "errors") for f in DeltaTable(str(out / t)).file_uris()}
+    orphans = on_disk - committed
+    assert orphans, "the killed write task's files should be on disk"  # written, then the task died
+    rows = {t: read_delta(str(out), t).num_rows for t in ("bitstreams", "errors")}
+    report = maintain(str(out), retention_hours=0, compact=False)
+    assert sum(report[t]["vacuumed"] for t in ("bitstreams", "metrics", "errors")) == len(orphans)
+    left = {p.name for table in ("bitstreams", "metrics", "errors") for p in (out / table).glob("*.parquet")}
+    assert left == committed
+    assert {t: read_delta(str(out), t).num_rows for t in ("bitstreams", "errors")} == rows
 
 
 def test_a_sigkilled_driver_then_the_same_command_again_completes_exactly_once(photos, tmp_path, tiny_model_dir):
     out = tmp_path / "out"
-    env = {**os.environ, "OSCAR_FAULT": "sleep:encode:1"}  # slow enough to be killed mid-run
+    from pipeline.sources import plan_units
+
+    total = len(plan_units(str(photos), group_size=2))
+    env = {**os.environ, "OSCAR_FAULT": "sleep:encode:1,sleep:write:2"}  # slow enough to be killed mid-run
     job = subprocess.Popen(archive_cmd(photos, out, tiny_model_dir), cwd=ROOT, env=env, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
-    while time.time() < deadline and not list((out / "_committed").glob("*.json")):
+    first_commit = out / "work_units" / "_delta_log" / f"{1:020d}.json"
+    while time.time() < deadline and not first_commit.exists():
         assert job.poll() is None, job.stderr.read().decode()[-3000:]
-        time.sleep(0.5)
+        time.sleep(0.2)
     os.killpg(job.pid, signal.SIGKILL)  # the driver and everything it started, no goodbyes
     job.wait()
-    committed = len(list((out / "_committed").glob("*.json")))
-    assert 0 < committed < 11, "the kill must land mid-job"
+    committed = committed_units(out)
+    assert 0 < committed < total, f"the kill must land between two commits ({committed} of {total} units)"
     rerun = run_archive(photos, out, tiny_model_dir)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    check_exactly_once(out, photos)
+    again = run_archive(photos, out, tiny_model_dir)  # finished: nothing to do, no table changes
+    assert again.returncode == 0 and "0 work units done" in again.stdout
+
+
+def test_a_driver_killed_inside_a_commit_leaves_a_torn_window_the_rerun_removes(photos, tmp_path, tiny_model_dir):
+    import json
+
+    out, marker = tmp_path / "out", tmp_path / "died-in-commit"
+    crashed = run_archive(photos, out, tiny_model_dir, {"OSCAR_FAULT": f"crash:commit:2:{marker}"})
+    assert crashed.returncode != 0 and marker.exists()  # results of window 2 committed, its work units not
+    rerun = run_archive(photos, out, tiny_model_dir)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((out / "run_manifest.json").read_text())["counts"]["torn_window_files_removed"] >= 1
     check_exactly_once(out, photos)

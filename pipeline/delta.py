@@ -1,0 +1,251 @@
+"""The output as Delta Lake tables: created, committed in windows, read back, healed, guarded.
+
+Layout under the output URI (every folder a Delta table: Parquet files + ``_delta_log/``)::
+
+    bitstreams/  metrics/  errors/   the results (schemas: :mod:`pipeline.rows`)
+    work_units/                      one row per committed work unit: the resume record
+    _lease.json                      which run is writing here (refuses a second writer)
+    run_manifest.json
+
+Workers write data files straight into the table folders; they are invisible to every reader
+until the driver commits them (:meth:`DeltaOutput.commit_window`). A window commits the three
+result tables first, then ``work_units`` last: a unit is done exactly when its row is in
+``work_units``. A driver killed between those commits leaves a "torn" window (results
+committed, units not); the next run removes its files again (:meth:`DeltaOutput.heal`), so a
+rerun never duplicates. Files of a window that never committed stay invisible and
+``python -m jobs.maintain`` deletes them (vacuum).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from .faults import inject_fault
+from .rows import TABLES, WORK_UNITS
+from .storage import StorageOptions, is_file, read_json, resolve, s3_settings, write_json
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+
+__all__ = ["DeltaOutput", "OutputBusy", "delta_storage_options", "read_delta", "table_uri", "LEASE_SECONDS"]
+
+LEASE_SECONDS = 300
+"""A lease not renewed for this long belongs to a dead driver (on another host: on this host a
+dead pid frees it at once)."""
+
+
+class OutputBusy(RuntimeError):
+    """Another run holds this output's lease."""
+
+
+def table_uri(output_uri: str, table: str) -> str:
+    return f"{output_uri.rstrip('/')}/{table}"
+
+
+def delta_storage_options(uri: str, storage: StorageOptions | None) -> dict[str, str] | None:
+    """delta-rs's options for ``uri``: the same endpoint and keys as pyarrow's (storage.s3_settings)."""
+    if urlparse(uri).scheme not in ("s3", "s3a"):
+        return None
+    s3 = s3_settings(storage or StorageOptions())
+    opts = {"AWS_REGION": s3["region"]}
+    if s3.get("access_key"):
+        opts.update(AWS_ACCESS_KEY_ID=s3["access_key"], AWS_SECRET_ACCESS_KEY=s3["secret_key"])
+    if s3.get("endpoint"):
+        opts["AWS_ENDPOINT_URL"] = s3["endpoint"]
+        opts["AWS_ALLOW_HTTP"] = "true" if s3["endpoint"].startswith("http://") else "false"
+    # Commits are serialised by the lease (one writer per output), so delta-rs's own S3 lock is
+    # not needed; S3 conditional writes (If-None-Match) still refuse a second commit of a version.
+    opts["conditional_put"] = "etag"
+    return opts
+
+
+def read_delta(output_uri: str, table: str, storage: StorageOptions | None = None, version: int | None = None,
+               columns: list[str] | None = None) -> pa.Table:
+    """A committed table (at ``version``, default the latest); an absent table reads as empty."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    uri = table_uri(output_uri, table)
+    schema = WORK_UNITS if table == "work_units" else TABLES[table]
+    try:
+        dt = DeltaTable(uri, version=version, storage_options=delta_storage_options(uri, storage))
+    except TableNotFoundError:
+        return schema.empty_table().select(columns or schema.names)
+    return dt.to_pyarrow_table(columns=columns)
+
+
+@dataclass
+class DeltaOutput:
+    """The driver's handle on one output: its tables, its lease and its commit record."""
+
+    output_uri: str
+    storage: StorageOptions = field(default_factory=StorageOptions)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    next_window: int = 0
+    _lease_renewed: float = 0.0
+    _open: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ tables
+    def _uri(self, table: str) -> str:
+        return table_uri(self.output_uri, table)
+
+    def _options(self, table: str) -> dict[str, str] | None:
+        return delta_storage_options(self._uri(table), self.storage)
+
+    def table(self, name: str) -> DeltaTable:
+        """The open table, kept: each commit updates it in place, so a window does not re-read the log."""
+        from deltalake import DeltaTable
+
+        if name not in self._open:
+            self._open[name] = DeltaTable(self._uri(name), storage_options=self._options(name))
+        return self._open[name]
+
+    def create_tables(self) -> None:
+        """Creates any missing table (an empty commit 0 with its schema)."""
+        from deltalake import DeltaTable
+
+        for name, schema in [*TABLES.items(), ("work_units", WORK_UNITS)]:
+            DeltaTable.create(self._uri(name), schema=schema, mode="ignore", storage_options=self._options(name))
+
+    def exists(self) -> bool:
+        """Whether ``work_units`` has a log (one request; delta-rs's is_deltatable hung on moto's listing)."""
+        from pyarrow import fs as pafs
+
+        filesystem, path = resolve(self._uri("work_units"), self.storage)
+        return filesystem.get_file_info(f"{path}/_delta_log").type == pafs.FileType.Directory
+
+    # ------------------------------------------------------------------ the commit record
+    def committed_units(self, columns: tuple[str, ...] = ("unit_id", "model_id", "window")) -> pa.Table:
+        """``work_units`` at its latest version: requests grow with its commits, not with images."""
+        return read_delta(self.output_uri, "work_units", self.storage, columns=list(columns))
+
+    def done_and_models(self) -> tuple[set[str], set[str]]:
+        """(unit ids already committed, model ids they were written by); also sets the next window."""
+        units = self.committed_units()
+        windows = units.column("window").to_pylist()
+        self.next_window = (max(windows) + 1) if windows else 0
+        return set(units.column("unit_id").to_pylist()), set(units.column("model_id").unique().to_pylist())
+
+    def heal(self) -> int:
+        """Removes the files of a torn window (results committed, its work units not); returns how many.
+
+        Only a table's newest commits can be torn: every run heals before it writes.
+        """
+        from deltalake.transaction import RemoveAction
+
+        if not self.exists():
+            return 0
+        self.done_and_models()
+        removed = 0
+        for name in TABLES:
+            dt = self.table(name)
+            recent = self.recent_commits(name, dt.version())
+            healed = {(h.get("oscar.healed_run"), h.get("oscar.healed_window")) for h in recent}
+            torn = [h for h in recent if int(h.get("oscar.window", -1)) >= self.next_window
+                    and (h.get("oscar.run"), h.get("oscar.window")) not in healed]
+            for h in torn:
+                now = int(time.time() * 1000)
+                dt.create_write_transaction(
+                    [RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in h["oscar.files"]],
+                    mode="append", schema=TABLES[name],
+                    commit_properties=_props({"oscar.healed_run": h.get("oscar.run"), "oscar.healed_window": h["oscar.window"]}),
+                )
+                dt.update_incremental()
+                removed += len(h["oscar.files"])
+        return removed
+
+    def recent_commits(self, name: str, version: int, n: int = 4) -> list[dict[str, Any]]:
+        """The commitInfo of ``name``'s newest ``n`` versions, read from ``_delta_log/<version>.json``.
+
+        Why not ``DeltaTable.history``: on moto's S3 its request never reached the server and
+        timed out after 180 s; a log file is a documented format and one GET.
+        """
+        filesystem, path = resolve(self._uri(name), self.storage)
+        out = []
+        for v in range(version, max(-1, version - n), -1):
+            with filesystem.open_input_stream(f"{path}/_delta_log/{v:020d}.json") as f:
+                for line in f.read().decode().splitlines():
+                    action = json.loads(line)
+                    if "commitInfo" in action:
+                        out.append({**action["commitInfo"], "version": v})
+        return out
+
+    def commit_window(self, files: dict[str, list[dict[str, Any]]], units: list[dict[str, Any]], model_id: str) -> int:
+        """One window: each result table's new files, then ``work_units`` (the commit that counts)."""
+        from deltalake import write_deltalake
+        from deltalake.transaction import AddAction
+
+        window = self.next_window
+        for name in ("errors", "metrics", "bitstreams"):
+            if files.get(name):
+                actions = [AddAction(path=f["path"], size=f["size"], partition_values={}, data_change=True,
+                                     modification_time=f["mtime_ms"], stats=f["stats"]) for f in files[name]]
+                meta = {"oscar.window": window, "oscar.run": self.run_id, "oscar.files": [f["path"] for f in files[name]]}
+                dt = self.table(name)
+                dt.create_write_transaction(actions, mode="append", schema=TABLES[name], commit_properties=_props(meta))
+                dt.update_incremental()  # the transaction does not move the object's own version
+        inject_fault("commit")  # test hook: a driver dying here leaves a torn window
+        if units:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            rows = [{**u, "window": window, "model_id": model_id, "run_id": self.run_id, "committed_at": stamp} for u in units]
+            write_deltalake(self.table("work_units"), pa.Table.from_pylist(rows, schema=WORK_UNITS), mode="append",
+                            commit_properties=_props({"oscar.window": window, "oscar.run": self.run_id}))
+        self.next_window += 1
+        self.renew_lease()
+        return window
+
+    # ------------------------------------------------------------------ one writer at a time
+    def _lease_uri(self) -> str:
+        return f"{self.output_uri.rstrip('/')}/_lease.json"
+
+    def acquire_lease(self) -> None:
+        """Refuses to start while another live run writes here; else takes the lease."""
+        if is_file(self._lease_uri(), self.storage):
+            held = read_json(self._lease_uri(), self.storage)
+            age = time.time() - float(held.get("renewed", 0))
+            if held.get("run_id") != self.run_id and age < LEASE_SECONDS and _alive(held):
+                raise OutputBusy(
+                    f"{self.output_uri} is being written by run {held.get('run_id')} (host {held.get('host')}, pid "
+                    f"{held.get('pid')}, renewed {age:.0f} s ago); one writer per output. If that run is dead, "
+                    f"retry after {LEASE_SECONDS - age:.0f} s or delete {self._lease_uri()}"
+                )
+        self.renew_lease(force=True)
+
+    def renew_lease(self, force: bool = False) -> None:
+        if force or time.time() - self._lease_renewed > 30:
+            self._lease_renewed = time.time()
+            payload = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "renewed": time.time()}
+            write_json(self.output_uri, "_lease.json", payload, self.storage)
+
+    def release_lease(self) -> None:
+        from .storage import delete_file
+
+        delete_file(self._lease_uri(), self.storage)
+
+
+def _props(meta: dict[str, Any]):
+    from deltalake import CommitProperties
+
+    return CommitProperties(custom_metadata=meta)
+
+
+def _alive(lease: dict[str, Any]) -> bool:
+    """False only when the lease's driver ran on this host and its pid is gone."""
+    if lease.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(lease.get("pid", -1)), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,147 @@
+"""The output tables as a data engineer meets them: Delta tables that DuckDB and Polars read as
+the README shows, with the schema the README documents, nothing uncommitted visible, readable
+at an older version, and outputs of the old marker layout converted and re-decoded."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+
+from tests.shard_fixtures import webdataset_tar
+
+ROOT = Path(__file__).resolve().parents[1]
+LEGACY = Path(__file__).parent / "fixtures" / "legacy_archive"
+
+
+def photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, 64 * 48 * 3).reshape(48, 64, 3)
+    return [np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ray_local(tmp_path_factory):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shard_archive(tmp_path_factory, ray_local, tiny_model_dir) -> Path:
+    """Three WebDataset shards on local disk (one broken member), archived at two levels, verified."""
+    from jobs import archive
+
+    base = tmp_path_factory.mktemp("wds")
+    shards = base / "shards"
+    shards.mkdir()
+    for s in range(3):
+        (shards / f"{s:05d}.tar").write_bytes(webdataset_tar(photos(2, seed=s), start=10 * s, broken_member=s == 1))
+    out = base / "archive"
+    assert archive.main(["--input", str(shards), "--output", str(out), "--rates", "L0,L2", "--model", str(tiny_model_dir),
+                         "--commit-units", "1", "--rows-per-file", "8", "--quiet"]) == 0
+    return out
+
+
+def test_shards_archive_into_delta_tables_read_by_duckdb_and_polars(shard_archive):
+    import duckdb
+    import polars as pl
+
+    out = shard_archive
+    # DuckDB over deltalake's Arrow dataset (the README's query), no DuckDB extension download.
+    bitstreams = DeltaTable(str(out / "bitstreams")).to_pyarrow_dataset()  # noqa: F841 (DuckDB finds it by name)
+    per_level = duckdb.sql("SELECT rate_level, count(*) AS n, avg(bpp) AS bpp FROM bitstreams GROUP BY 1 ORDER BY 1").fetchall()
+    assert [(lvl, n) for lvl, n, _ in per_level] == [(0, 6), (2, 6)]
+    # Polars (the README's read).
+    errors = pl.read_delta(str(out / "errors"))
+    assert errors.height == 1 and errors["source_uri"][0].endswith("00001.tar#000012.jpg")
+    metrics = pl.read_delta(str(out / "metrics"))
+    assert metrics.height == 12 and metrics["psnr"].is_not_null().all()
+    units = pl.read_delta(str(out / "work_units"))
+    assert sorted(units["uri"].to_list()) == [str(out.parent / "shards" / f"{s:05d}.tar") for s in range(3)]
+    assert units["images"].sum() == 7  # 6 photos + 1 broken member
+
+
+def test_a_new_shard_is_one_new_commit_and_older_versions_still_read(shard_archive, tmp_path, tiny_model_dir):
+    from jobs import archive
+    from pipeline.delta import read_delta
+
+    out = tmp_path / "archive"
+    shutil.copytree(shard_archive, out)
+    before = read_delta(str(out), "bitstreams").num_rows
+    version = DeltaTable(str(out / "bitstreams")).version()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "00003.tar").write_bytes(webdataset_tar(photos(2, seed=9), start=30))
+    shards = sorted(str(p) for p in (shard_archive.parent / "shards").glob("*.tar")) + [str(tmp_path / "new" / "00003.tar")]
+    assert archive.main(["--input", ",".join(shards), "--output", str(out), "--rates", "L0,L2",
+                         "--model", str(tiny_model_dir), "--quiet"]) == 0
+    manifest = json.loads((out / "run_manifest.json").read_text())["counts"]
+    assert (manifest["units_done"], manifest["units_skipped_already_done"]) == (1, 3)
+    assert read_delta(str(out), "bitstreams").num_rows == before + 4
+    assert read_delta(str(out), "bitstreams", version=version).num_rows == before  # time travel
+
+
+def test_uncommitted_files_are_invisible(shard_archive, tmp_path):
+    from pipeline.delta import read_delta
+
+    out = tmp_path / "archive"
+    shutil.copytree(shard_archive, out)
+    rows = read_delta(str(out), "bitstreams").num_rows
+    stray = next((out / "bitstreams").glob("part-*.parquet"))
+    shutil.copy(stray, out / "bitstreams" / "part-never-committed.parquet")  # as a killed window leaves it
+    assert read_delta(str(out), "bitstreams").num_rows == rows
+    assert "part-never-committed.parquet" not in {Path(f).name for f in DeltaTable(str(out / "bitstreams")).file_uris()}
+
+
+def documented_schemas() -> dict[str, list[tuple[str, str]]]:
+    """The README's "Table schemas" block: `table.column: type` lines."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- schemas -->\n```text\n(.*?)```", text, re.S)
+    assert block, "README has no schemas block"
+    out: dict[str, list[tuple[str, str]]] = {}
+    for line in block.group(1).strip().splitlines():
+        name, kind = line.split(": ")
+        table, column = name.split(".")
+        out.setdefault(table, []).append((column, kind.strip()))
+    return out
+
+
+def test_readme_schemas_match_the_written_tables(shard_archive):
+    import pyarrow as pa
+
+    written = {}
+    for table in ("bitstreams", "metrics", "errors", "work_units"):
+        schema = pa.schema(DeltaTable(str(shard_archive / table)).schema().to_arrow())
+        written[table] = [(f.name, str(f.type)) for f in schema]
+    assert documented_schemas() == written
+
+
+def test_an_output_of_the_marker_layout_converts_and_redecodes(tmp_path, ray_local):
+    """A committed fixture written by the pre-Delta code (3 synthetic images, levels 0 and 1, one
+    broken file, plus one part without a marker). It is refused until converted, then redecodes."""
+    from jobs import archive, maintain, redecode
+    from oscar_model import OscarCodec
+    from pipeline.delta import read_delta
+
+    old = tmp_path / "old"
+    shutil.copytree(LEGACY, old)
+    with pytest.raises(ValueError, match="convert it first"):
+        archive.main(["--input", str(tmp_path), "--output", str(old), "--quiet"])
+    assert maintain.main(["--output", str(old), "--convert-markers", "--no-compact"]) == 0
+    bits = read_delta(str(old), "bitstreams")
+    assert bits.num_rows == 6  # the part without a marker is not in the table
+    assert read_delta(str(old), "errors").num_rows == 1 and read_delta(str(old), "metrics").num_rows == 6
+    manifest = json.loads((old / "run_manifest.json").read_text())
+    model = manifest["model"]["name"]  # the shipped oscar-tiny (its path there was the old checkout's)
+    codec = OscarCodec.from_pretrained(model, device="cpu")
+    assert set(bits.column("model_id").to_pylist()) == {codec.model_id.hex()}
+    out = tmp_path / "decoded"
+    assert redecode.main(["--archive", str(old), "--output", str(out), "--images", "--model", model, "--quiet"]) == 0
+    assert len(list((out / "images").glob("*.png"))) == 6

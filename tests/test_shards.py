@@ -1,0 +1,135 @@
+"""Planning work units and reading them, without Ray: WebDataset tars, Parquet shards, file
+groups, manifests; and the driver's commit windows (which receipts and units may commit)."""
+
+from __future__ import annotations
+
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.shards import read_units
+from pipeline.sources import ImageColumns, WorkUnit, expand_braces, plan_units
+from pipeline.storage import StorageOptions
+from pipeline.windows import CommitWindows
+from tests.shard_fixtures import binary_parquet, cut_inside_member, hf_parquet, webdataset_tar
+
+
+def photos(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.random((40, 56, 3)) * 255).astype(np.uint8) for _ in range(n)]
+
+
+def read_all(unit: WorkUnit) -> list[dict]:
+    item = {k: np.array([v], dtype=object) for k, v in unit.to_item().items()}
+    item["members"] = np.empty(1, dtype=object)
+    item["members"][0] = list(unit.members)
+    rows = []
+    for batch in read_units(item, StorageOptions()):
+        rows += [{k: batch[k][i] for k in batch} for i in range(len(batch["unit_id"]))]
+    return rows
+
+
+def test_tar_members_by_key_with_broken_member_and_sidecar_only_sample(tmp_path):
+    shard = tmp_path / "00000.tar"
+    shard.write_bytes(webdataset_tar(photos(3), broken_member=True, sidecar_only=True))
+    (unit,) = plan_units(str(tmp_path))
+    assert unit.kind == "tar" and unit.unit_id == str(shard)
+    rows = read_all(unit)
+    assert [r["source_uri"] for r in rows] == [f"{shard}#00000{i}.jpg" for i in range(4)] + [f"{shard}#000004"]
+    assert [bool(r["error_type"]) for r in rows] == [False] * 4 + [True]  # the broken .jpg fails later, at decode
+    assert "no image" in rows[-1]["error_message"]
+    assert [r["unit_size"] for r in rows] == [0, 0, 0, 0, 5]  # only the last row carries the unit's size
+
+
+def test_truncated_tar_keeps_readable_members_and_says_where_it_broke(tmp_path):
+    (tmp_path / "cut.tar").write_bytes(cut_inside_member(webdataset_tar(photos(4)), member=4))
+    rows = read_all(WorkUnit(str(tmp_path / "cut.tar"), "tar", str(tmp_path / "cut.tar")))
+    good = [r for r in rows if not r["error_type"]]
+    assert len(good) == 2 and all(r["bytes"] for r in good)  # samples 0 and 1 were whole
+    broke = rows[-1]
+    assert broke["source_uri"] == str(tmp_path / "cut.tar")
+    assert "broke off inside member 000002.jpg, after 4 whole members" in broke["error_message"]
+    assert broke["unit_size"] == len(rows)
+
+
+def test_empty_tar_and_missing_shard_still_complete_their_unit(tmp_path):
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass
+    for name in ("empty.tar", "missing.tar"):
+        (row,) = read_all(WorkUnit(str(tmp_path / name), "tar", str(tmp_path / name)))
+        assert row["error_type"] and row["unit_size"] == 1
+
+
+def test_parquet_hf_struct_and_binary_column_detected(tmp_path):
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "part-0.parquet").write_bytes(hf_parquet(photos(3), null_at=1))
+    (unit,) = plan_units(str(tmp_path / "hf"))
+    assert (unit.kind, unit.columns) == ("parquet", ImageColumns("image", "key"))
+    rows = read_all(unit)
+    assert [r["source_uri"].rsplit("#", 1)[1] for r in rows] == ["img-0", "img-1", "img-2"]
+    assert [bool(r["error_type"]) for r in rows] == [False, True, False] and rows[-1]["unit_size"] == 3
+
+    (tmp_path / "one.parquet").write_bytes(binary_parquet(photos(2)))
+    (unit,) = plan_units(str(tmp_path / "one.parquet"))
+    assert unit.columns == ImageColumns("jpg", None)
+    assert [r["source_uri"].rsplit("#", 1)[1] for r in read_all(unit)] == ["0", "1"]  # row numbers as keys
+
+
+def test_parquet_planning_errors_list_the_columns(tmp_path):
+    (tmp_path / "two.parquet").write_bytes(binary_parquet(photos(1), extra_binary=True))
+    with pytest.raises(ValueError, match="several image-like columns"):
+        plan_units(str(tmp_path / "two.parquet"))
+    assert plan_units(str(tmp_path / "two.parquet"), columns=ImageColumns("png"))[0].columns.image == "png"
+    pq.write_table(pa.table({"caption": ["x"], "width": [3]}), tmp_path / "none.parquet")
+    with pytest.raises(ValueError, match=r"no image column .* columns: caption \(string\), width \(int64\)"):
+        plan_units(str(tmp_path / "none.parquet"))
+    with pytest.raises(ValueError, match="--key-column 'nope' not found"):
+        plan_units(str(tmp_path / "two.parquet"), columns=ImageColumns("jpg", "nope"))
+
+
+def test_parquet_with_uri_column_stays_a_manifest(tmp_path):
+    pq.write_table(pa.table({"uri": [str(tmp_path / f"{i}.jpg") for i in range(5)]}), tmp_path / "m.parquet")
+    units = plan_units(str(tmp_path / "m.parquet"))
+    assert all(u.kind == "files" for u in units) and sum(len(u.members) for u in units) == 5
+
+
+def test_file_groups_are_stable_and_local_to_an_insertion(tmp_path):
+    uris = [f"s3://bucket/photos/{i:06d}.jpg" for i in range(2000)]
+    from pipeline.sources import _file_groups
+
+    before = _file_groups(uris, 64)
+    assert [u.unit_id for u in before] == [u.unit_id for u in _file_groups(list(uris), 64)]
+    assert all(len(u.members) <= 128 for u in before) and sum(len(u.members) for u in before) == 2000
+    after = _file_groups(sorted([*uris, "s3://bucket/photos/000999a.jpg"]), 64)
+    changed = {u.unit_id for u in after} - {u.unit_id for u in before}
+    assert len(changed) == 1  # only the group the new file landed in
+
+
+def test_tar_lists_and_brace_ranges():
+    assert expand_braces("s3://b/{000..002}.tar") == ["s3://b/000.tar", "s3://b/001.tar", "s3://b/002.tar"]
+    units = plan_units("s3://b/a.tar,s3://b/{08..09}.tar")
+    assert [u.uri for u in units] == ["s3://b/a.tar", "s3://b/08.tar", "s3://b/09.tar"]
+    with pytest.raises(ValueError, match="must all be .tar"):
+        plan_units("s3://b/a.tar,s3://b/b.jpg")
+
+
+def _receipt(seen: dict[str, int], sizes: dict[str, int], name: str) -> dict:
+    return {"files": [{"table": "bitstreams", "path": name}], "seen": seen, "sizes": sizes, "ok": sum(seen.values()),
+            "failed": 0, "bytes": 0, "bpp": {}}
+
+
+def test_commit_windows_hold_every_file_linked_to_an_incomplete_unit():
+    w = CommitWindows(every_units=1)
+    w.add(_receipt({"a": 2}, {"a": 2}, "f1"))            # a complete, alone
+    w.add(_receipt({"b": 1, "c": 1}, {"b": 1}, "f2"))    # b complete, but shares f2 with c
+    w.add(_receipt({"c": 1}, {}, "f3"))                  # c still incomplete (size unknown)
+    files, units = w.take()
+    assert units == {"a": 2} and [f["path"] for f in files["bitstreams"]] == ["f1"]
+    assert w.incomplete() == {"c"}
+    w.add(_receipt({"c": 1}, {"c": 3}, "f4"))
+    files, units = w.take()
+    assert units == {"b": 1, "c": 3} and sorted(f["path"] for f in files["bitstreams"]) == ["f2", "f3", "f4"]
+    assert w.take() == ({}, {})
