@@ -88,6 +88,23 @@ def test_a_new_shard_is_one_new_commit_and_older_versions_still_read(shard_archi
     assert read_delta(str(out), "bitstreams", version=version).num_rows == before  # time travel
 
 
+def test_a_finished_rerun_starts_no_ray_and_commits_nothing(shard_archive, tmp_path, tiny_model_dir, monkeypatch):
+    import pipeline.runner
+    from jobs import archive
+
+    out = tmp_path / "archive"
+    shutil.copytree(shard_archive, out)
+    logs = {t: sorted(p.name for p in (out / t / "_delta_log").iterdir()) for t in ("bitstreams", "work_units")}
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a finished rerun must not start Ray or an actor pool")
+
+    monkeypatch.setattr(pipeline.runner, "init_ray", no_ray)
+    assert archive.main(["--input", str(shard_archive.parent / "shards"), "--output", str(out), "--rates", "L0,L2",
+                         "--model", str(tiny_model_dir), "--quiet"]) == 0
+    assert {t: sorted(p.name for p in (out / t / "_delta_log").iterdir()) for t in logs} == logs
+
+
 def test_uncommitted_files_are_invisible(shard_archive, tmp_path):
     from pipeline.delta import read_delta
 

@@ -187,3 +187,20 @@ def test_ms_ssim_of_small_images_is_measured_not_raised():
         b = np.clip(a.astype(int) + rng.integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
         assert 0.9 < ms_ssim_rgb(a, b) <= 1.0
         assert ms_ssim_rgb(a, a) == pytest.approx(1.0)
+
+
+def test_a_second_writer_is_refused_and_a_dead_drivers_lease_is_taken_over(tmp_path):
+    import json
+    import socket
+
+    from pipeline.delta import DeltaOutput, OutputBusy
+
+    first, second = DeltaOutput(str(tmp_path / "out")), DeltaOutput(str(tmp_path / "out"))
+    first.acquire_lease()
+    with pytest.raises(OutputBusy, match=f"being written by run {first.run_id} .*one writer per output"):
+        second.acquire_lease()
+    first.release_lease()
+    second.acquire_lease()  # released: free
+    dead = {"run_id": "gone", "host": socket.gethostname(), "pid": 2**22 + 7, "renewed": 9e18}  # no such pid
+    (tmp_path / "out" / "_lease.json").write_text(json.dumps(dead))
+    DeltaOutput(str(tmp_path / "out")).acquire_lease()  # its driver is gone from this host: taken over at once

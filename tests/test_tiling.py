@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import hashlib
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from oscar_model.tiling import Tiling, assemble_cores, blend_tiles, tile_spans
 
@@ -121,4 +122,9 @@ def test_oscar_tiny_streams_are_unchanged_and_untiled():
             decoded = codec.decode([base64.b64decode(s) for s in frozen["streams"][name]])
         finally:
             torch.set_num_threads(threads)
-        assert [hashlib.sha256(d.tobytes()).hexdigest() for d in decoded] == frozen["decoded_sha256"][name]
+        # Across CPU models the float kernels differ, so pixels are compared with a tolerance to
+        # the frozen decodes (make_tiny_streams.py --pixels); on one machine they are exact.
+        for level, (image_now, png) in enumerate(zip(decoded, frozen["decoded_png"][name])):
+            then = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))))
+            diff = np.abs(image_now.astype(int) - then.astype(int))
+            assert diff.max() <= 3 and (diff > 0).mean() < 0.01, (name, level, int(diff.max()), float((diff > 0).mean()))
