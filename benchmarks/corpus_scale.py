@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,7 @@ def measure_rss(n: int, code: Path, work: Path, extra: list[str]) -> dict:
     images = work / f"jpegs{n}"
     make_jpegs(images, n)
     output = work / f"out-{code.name}-{n}"
+    shutil.rmtree(output, ignore_errors=True)  # a leftover output would resume and measure nothing
     env = {**os.environ, "RAY_TMPDIR": str(work / "ray"), "PYTHONPATH": str(code)}
     t0 = time.time()
     proc = subprocess.run(

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return cli.guarded("archive", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     cfg = ArchiveConfig(**cli.input_config(args), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
                         images=args.images, **cli.common_config(args))
     cli.run_cli("archive", cfg, run_archive, args.quiet)

@@ -5,12 +5,39 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.config import ActorConfig
 from pipeline.storage import StorageOptions
 
 SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "immunohistochemistry", "motorcycle_left")
+
+
+class JobError(Exception):
+    """A problem the user can fix, reported as one line and exit code 2."""
+
+
+# What a user can cause and fix: reported in one line, never as a traceback.
+USER_ERRORS = (JobError, FileNotFoundError, ValueError, PermissionError, ConnectionError, TimeoutError)
+
+
+def guarded(job: str, fn: Callable[[], int]) -> int:
+    """Runs a job's main; a user's error becomes one line on stderr and exit code 2."""
+    from pipeline.delta import OutputBusy
+
+    try:
+        return fn()
+    except (*USER_ERRORS, OutputBusy) as e:
+        print(f"{job}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) < 1500 else text[:1500] + " ..."
 
 
 def parse_rates(text: str | None) -> tuple[float | int, ...] | None:
@@ -20,7 +47,10 @@ def parse_rates(text: str | None) -> tuple[float | int, ...] | None:
     out: list[float | int] = []
     for part in text.split(","):
         part = part.strip()
-        out.append(int(part[1:]) if part.upper().startswith("L") else float(part))
+        try:
+            out.append(int(part[1:]) if part.upper().startswith("L") else float(part))
+        except ValueError:
+            raise JobError(f"--rates {text!r}: {part!r} is neither a bpp (0.03) nor a level (L2)") from None
     return tuple(out)
 
 
@@ -30,9 +60,17 @@ def job_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 def common_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
-    return {"output": args.output, "model": args.model, "device": args.device, "storage": storage(args),
+    return {"output": resolve_output(args.output), "model": args.model, "device": args.device, "storage": storage(args),
             "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
-            **pool_options(args)}
+            "ray_address": args.ray_address, "verbose": args.verbose, **pool_options(args)}
+
+
+def resolve_output(output: str) -> str:
+    """A relative local output as an absolute path: under ``ray job submit --working-dir .`` the
+    driver's working folder is Ray's temporary copy, and the summary must say where it really went."""
+    if "://" in output or os.path.isabs(output):
+        return output
+    return os.path.abspath(output)
 
 
 def add_input(p: argparse.ArgumentParser) -> None:
@@ -58,8 +96,9 @@ def input_config(args: argparse.Namespace) -> dict:
 
 
 def run_cli(job: str, cfg, run, quiet: bool) -> dict:
-    """Logs the config, runs the job (a progress bar unless ``quiet``), prints its summary line."""
-    log_config(setup_logging(), cfg)
+    """Runs the job (a progress bar unless ``quiet``), prints its summary line; the config goes to
+    the debug log and to run_manifest.json."""
+    log_config(setup_logging(getattr(cfg, "verbose", False)), cfg)
     summary = run(cfg, progress=not quiet)
     print_summary(job, cfg.output, summary)
     return summary
@@ -70,7 +109,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="oscar-tiny", help="registered model name or model folder (default oscar-tiny)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where an actor has one)")
     p.add_argument("--actors", type=int, default=2,
-                   help="actors in the encode(+verify) pool; on CPU, cores / --actor-cpus / 2 keeps every core busy (default 2)")
+                   help="actors in the encode(+verify) pool; on CPU each actor runs one torch thread, so one actor per "
+                        "core keeps every core busy (default 2)")
     p.add_argument("--separate-pools", action="store_true",
                    help="encode and decode in separate actor pools (default: one fused pool, fastest on CPU)")
     p.add_argument("--decode-actors", type=int, default=None, help="actors in the decode pool with --separate-pools (default: --actors)")
@@ -78,7 +118,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="CPUs Ray reserves per actor (fractional is fine; each CPU actor runs one torch thread). "
                         "Pools must leave 0.5 CPU for reads and writes")
     p.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0 = CPU; fractional is fine)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images per actor call; same-size images are encoded and decoded together (default 8)")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="encoder effort: STEPS of index search through the decoder per image and level; better "
                         "images, same decoder, each step costing about one decode and its backward pass (16 is a good "
@@ -86,6 +127,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true", help="Ray's own progress bars and logs as well as this job's")
+    p.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to run on (host:port, ray://host:10001); 'local' starts a fresh local Ray "
+                        "(default: $RAY_ADDRESS, else local). An address that does not answer fails within seconds")
     p.add_argument("--commit-units", type=int, default=64,
                    help="commit a window of results after this many complete work units (shards, file groups); a "
                         "killed driver loses at most the open window (default 64)")
@@ -104,7 +149,7 @@ def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
 def pool_options(args: argparse.Namespace) -> dict:
     """The fields every job config shares: fused or separate pools, their sizes, encoder effort."""
     if args.refine < 0:
-        raise SystemExit(f"--refine must be >= 0, got {args.refine}")
+        raise JobError(f"--refine must be >= 0, got {args.refine}")
     return {"fused": not args.separate_pools, "encode": actor_config(args), "decode": actor_config(args, decode=True),
             "refine_steps": args.refine}
 
@@ -138,17 +183,17 @@ def sample_photos_dir() -> str:
     return str(folder)
 
 
-def setup_logging() -> logging.Logger:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("ray", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(verbose: bool = False) -> logging.Logger:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("ray", "filelock", "werkzeug", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose and noisy == "ray" else logging.WARNING)
     return logging.getLogger("oscar.jobs")
 
 
 def log_config(log: logging.Logger, cfg) -> None:
     from dataclasses import asdict
 
-    log.info("config %s", json.dumps(asdict(cfg), default=str))
+    log.debug("config %s", json.dumps(asdict(cfg), default=str))
 
 
 def print_summary(job: str, output: str, summary: dict) -> None:

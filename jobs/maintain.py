@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return cli.guarded("maintain", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     report = maintain(args.output, cli.storage(args), compact=not args.no_compact, target_mb=args.target_mb,
                       retention_hours=args.retention_hours, convert=args.convert_markers)
     print(json.dumps(report))

@@ -35,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.images and not args.rates:
         p.error("nothing to do: give --images and/or --rates")
-    cfg = RedecodeConfig(archive=args.archive, archive_version=args.archive_version, rates=cli.parse_rates(args.rates), from_level=args.from_level,
-                         images=args.images, **cli.common_config(args))
+    return cli.guarded("redecode", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = RedecodeConfig(archive=args.archive, archive_version=args.archive_version, rates=cli.parse_rates(args.rates),
+                         from_level=args.from_level, images=args.images, **cli.common_config(args))
     cli.run_cli("redecode", cfg, run_redecode, args.quiet)
     return 0
 

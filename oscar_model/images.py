@@ -14,6 +14,8 @@ files (OSCAR codes still images; keeping only the first frame would silently los
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,23 +50,33 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     if not source if isinstance(source, bytes | bytearray) else Path(source).stat().st_size == 0:
         raise ImageError("empty file (0 bytes)")
     fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-    try:
-        img = Image.open(fp)
-    except FileNotFoundError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"decompression bomb refused: {e}") from e
-    except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError...: not an image we can read
-        raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from e
-    w, h = img.size
-    if w * h > max_pixels:
-        raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb?)")
-    _check_still(img)
-    try:
-        img.load()
-        return ImageOps.exif_transpose(img)
-    except Exception as e:  # truncated or corrupt pixel data
-        raise ImageError(f"{img.format or 'image'} data is truncated or corrupt ({type(e).__name__}: {e})") from e
+    with warnings.catch_warnings():
+        # Pillow warns (two stray stderr lines) about large images; max_pixels below refuses them.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fp)
+        except FileNotFoundError:
+            raise
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"decompression bomb refused: {e}") from e
+        except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError...: not an image we can read
+            raise ImageError(f"not a readable image ({type(e).__name__}: {without_reprs(e)})") from e
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (decompression bomb?)")
+        _check_still(img)
+        try:
+            img.load()
+            return ImageOps.exif_transpose(img)
+        except Exception as e:  # truncated or corrupt pixel data
+            raise ImageError(f"{img.format or 'image'} data is truncated or corrupt ({type(e).__name__}: "
+                             f"{without_reprs(e)})") from e
+
+
+def without_reprs(e: BaseException | str) -> str:
+    """``str(e)`` with object reprs (``<_io.BytesIO object at 0x7efd...>``) replaced by ``the data``:
+    an address differs in every process, so error rows with it never group together."""
+    return re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(e))
 
 
 def _array_to_rgb(arr: np.ndarray) -> np.ndarray:

@@ -91,14 +91,28 @@ class RateLadder:
 
     def get(self, index: int) -> RatePoint:
         if not 0 <= index < len(self.points):
-            raise ValueError(f"rate level {index} does not exist; valid levels are 0..{len(self.points) - 1}")
+            raise ValueError(f"rate level {index} does not exist; the ladder is {self.describe()}")
         return self.points[index]
 
     def nearest(self, bpp: float) -> RatePoint:
-        """The level whose expected bpp (measured, else nominal) is closest to ``bpp``, in log space."""
-        if not bpp > 0:
-            raise ValueError(f"bpp={bpp} must be positive")
+        """The level whose expected bpp (measured, else nominal) is closest to ``bpp``, in log space.
+
+        A bpp beyond the ladder's ends by more than the spacing of its two outermost levels is
+        refused: ``5.0`` once quietly ran the top level at 0.24 bpp.
+        """
+        if not bpp > 0 or math.isinf(bpp):
+            raise ValueError(f"bpp={bpp} must be a positive number; the ladder is {self.describe()}")
+        rates = sorted(p.expected_bpp for p in self.points)
+        if len(rates) > 1:
+            low, high = rates[0] * rates[0] / rates[1], rates[-1] * rates[-1] / rates[-2]
+            if not low <= bpp <= high:
+                raise ValueError(f"{bpp:g} bpp is beyond this model's ladder by more than a level's spacing "
+                                 f"(it reaches {low:.4g}..{high:.4g}); the ladder is {self.describe()}")
         return min(self.points, key=lambda p: abs(math.log(p.expected_bpp / bpp)))
+
+    def describe(self) -> str:
+        """``L0 0.0115, L1 0.0296, ... bpp``: what an error message shows of the ladder."""
+        return ", ".join(f"L{p.index} {p.expected_bpp:.4g}" for p in self.points) + " bpp"
 
     def resolve(self, rate: RateLike) -> RatePoint:
         if isinstance(rate, bool):

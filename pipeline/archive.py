@@ -36,7 +36,7 @@ class ArchiveJob(ImagesJob):
         cfg = self.config
         ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.batch_size)
         ds = encode_and_verify(ds, cfg, model, cfg.rates, cfg.verify, cfg.images_uri(cfg.images))
-        return write_results(ds, cfg, model)
+        return write_results(ds, cfg, model, self.progress)
 
 
 def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:

@@ -35,6 +35,7 @@ class AuditJob(ImagesJob):
     config: AuditConfig
 
     def check(self, model) -> None:
+        super().check(model)
         cfg = self.config
         unknown = [c for c in cfg.codecs if c not in CLASSIC_CODECS and c != cfg.model and not c.startswith("oscar")]
         if unknown:
@@ -56,7 +57,7 @@ class AuditJob(ImagesJob):
         ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.batch_size)
         ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None, keep_pixels=True)
         ds = map_actors(ds, ClassicCodecStage, self._classic_pool(), codecs=classic)
-        return write_results(ds, cfg, model)
+        return write_results(ds, cfg, model, self.progress)
 
     def finish(self, summary: dict[str, Any], model) -> None:
         summary["report"] = write_report(self.config.output, self.config.storage, self.config.codecs, model.name)

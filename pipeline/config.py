@@ -45,6 +45,9 @@ class JobConfig:
             or this long, whichever comes first; a killed driver loses at most the open window.
         rows_per_file: table rows (streams, metrics rows, error rows) per write task; each task
             writes one data file per table, so this sizes the files (thousands of rows).
+        ray_address: the cluster ("host:port", "ray://..."), "local" for a fresh local Ray; None:
+            $RAY_ADDRESS, else local.
+        verbose: Ray Data's own progress bars and logs too.
     """
 
     output: str
@@ -58,6 +61,8 @@ class JobConfig:
     commit_units: int = 64
     commit_minutes: float = 10.0
     rows_per_file: int = 16384
+    ray_address: str | None = None
+    verbose: bool = False
 
     def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
         """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""

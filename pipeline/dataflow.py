@@ -80,9 +80,9 @@ def encode_and_verify(
     return ds
 
 
-def write_results(ds: ray.data.Dataset, cfg: JobConfig, model: ModelInfo) -> ray.data.Dataset:
+def write_results(ds: ray.data.Dataset, cfg: JobConfig, model: ModelInfo, progress: Any = None) -> ray.data.Dataset:
     """-> table rows per block (:func:`~pipeline.sinks.flatten`) -> one receipt row per write task."""
-    flat = ds.map_batches(flatten, fn_kwargs={"model": model}, batch_size=None, num_cpus=0.1)
+    flat = ds.map_batches(flatten, fn_kwargs={"model": model, "progress": progress}, batch_size=None, num_cpus=0.1)
     return flat.map_batches(
         write_files, fn_kwargs={"output_uri": cfg.output, "storage": cfg.storage}, batch_size=cfg.rows_per_file,
         batch_format="pyarrow", num_cpus=0.1,

@@ -9,11 +9,12 @@ Layout under the output URI (every folder a Delta table: Parquet files + ``_delt
 
 Workers write data files straight into the table folders; they are invisible to every reader
 until the driver commits them (:meth:`DeltaOutput.commit_window`). A window commits the three
-result tables first, then ``work_units`` last: a unit is done exactly when its row is in
-``work_units``. A driver killed between those commits leaves a "torn" window (results
-committed, units not); the next run removes its files again (:meth:`DeltaOutput.heal`), so a
-rerun never duplicates. Files of a window that never committed stay invisible and
-``python -m jobs.maintain`` deletes them (vacuum).
+result tables first, then ``work_units`` last (always, even with no unit complete: that commit
+is the window's record). A unit is done exactly when its row is in ``work_units``. Result rows
+of units not done yet (partial units, a torn window's units) may be committed; each data
+commit names them in its info, and the next run deletes their rows before it redoes them
+(:meth:`DeltaOutput.heal`), so a rerun never duplicates. Files of a window that never
+committed stay invisible and ``python -m jobs.maintain`` deletes them (vacuum).
 """
 
 from __future__ import annotations
@@ -130,38 +131,48 @@ class DeltaOutput:
 
     def done_and_models(self) -> tuple[set[str], set[str]]:
         """(unit ids already committed, model ids they were written by); also sets the next window."""
-        units = self.committed_units()
-        windows = units.column("window").to_pylist()
-        self.next_window = (max(windows) + 1) if windows else 0
+        units = self.committed_units(("unit_id", "model_id"))
+        self.next_window = self.last_window() + 1
         return set(units.column("unit_id").to_pylist()), set(units.column("model_id").unique().to_pylist())
 
+    def last_window(self) -> int:
+        """The newest window ``work_units`` records in its commit info (-1: none yet)."""
+        dt = self.table("work_units")
+        for info in self.recent_commits("work_units", dt.version(), 20):
+            if "oscar.window" in info:
+                return int(info["oscar.window"])
+        return -1
+
     def heal(self) -> int:
-        """Removes the files of a torn window (results committed, its work units not); returns how many.
+        """Deletes the rows of every unit that has committed rows but is not done; returns how many.
 
-        Only a table's newest commits can be torn: every run heals before it writes.
+        Those are the partial units of the last committed window (each data commit carries the
+        cumulative set) and the units of a torn window (results committed, ``work_units`` not).
+        Deleting rows of a unit that is not done is always safe: the rerun redoes it whole.
         """
-        from deltalake.transaction import RemoveAction
-
         if not self.exists():
             return 0
-        self.done_and_models()
-        removed = 0
+        done, _ = self.done_and_models()
+        suspects: set[str] = set()
         for name in TABLES:
-            dt = self.table(name)
-            recent = self.recent_commits(name, dt.version())
-            healed = {(h.get("oscar.healed_run"), h.get("oscar.healed_window")) for h in recent}
-            torn = [h for h in recent if int(h.get("oscar.window", -1)) >= self.next_window
-                    and (h.get("oscar.run"), h.get("oscar.window")) not in healed]
-            for h in torn:
-                now = int(time.time() * 1000)
-                dt.create_write_transaction(
-                    [RemoveAction(path=p, data_change=True, deletion_timestamp=now) for p in h["oscar.files"]],
-                    mode="append", schema=TABLES[name],
-                    commit_properties=_props({"oscar.healed_run": h.get("oscar.run"), "oscar.healed_window": h["oscar.window"]}),
-                )
-                dt.update_incremental()
-                removed += len(h["oscar.files"])
-        return removed
+            for info in self.recent_commits(name, self.table(name).version(), 20):
+                if "oscar.window" not in info:
+                    continue  # a heal, a compaction, the table's creation
+                suspects |= set(info.get("oscar.partial", []))
+                if int(info["oscar.window"]) < self.next_window:
+                    break  # the newest window that completed: its partial set is what remains
+                suspects |= set(info.get("oscar.units", []))  # a torn window's units
+        suspects -= done
+        deleted = 0
+        if suspects:
+            quoted = ", ".join("'" + u.replace("'", "''") + "'" for u in sorted(suspects))
+            for name in TABLES:
+                dt = self.table(name)
+                if "unit_id" not in pa.schema(dt.schema().to_arrow()).names:  # converted from the old layout
+                    continue
+                metrics = dt.delete(f"unit_id IN ({quoted})", commit_properties=_props({"oscar.healed": sorted(suspects)}))
+                deleted += int(metrics.get("num_deleted_rows", 0))
+        return deleted
 
     def recent_commits(self, name: str, version: int, n: int = 4) -> list[dict[str, Any]]:
         """The commitInfo of ``name``'s newest ``n`` versions, read from ``_delta_log/<version>.json``.
@@ -179,29 +190,44 @@ class DeltaOutput:
                         out.append({**action["commitInfo"], "version": v})
         return out
 
-    def commit_window(self, files: dict[str, list[dict[str, Any]]], units: list[dict[str, Any]], model_id: str) -> int:
-        """One window: each result table's new files, then ``work_units`` (the commit that counts)."""
-        from deltalake import write_deltalake
+    def commit_window(self, files: dict[str, list[dict[str, Any]]], units: list[dict[str, Any]], model_id: str,
+                      touched: set[str] | None = None, partial: set[str] | None = None) -> int:
+        """One window: each result table's new files, then ``work_units`` (the commit that counts).
+
+        ``touched``: the units with rows in these files; ``partial``: every unit with committed
+        rows that is not complete yet, after this window (both go into the commit info).
+        """
         from deltalake.transaction import AddAction
 
         window = self.next_window
+        meta = {"oscar.window": window, "oscar.run": self.run_id, "oscar.units": sorted(touched or ()),
+                "oscar.partial": sorted(partial or ())}
         for name in ("errors", "metrics", "bitstreams"):
             if files.get(name):
                 actions = [AddAction(path=f["path"], size=f["size"], partition_values={}, data_change=True,
                                      modification_time=f["mtime_ms"], stats=f["stats"]) for f in files[name]]
-                meta = {"oscar.window": window, "oscar.run": self.run_id, "oscar.files": [f["path"] for f in files[name]]}
                 dt = self.table(name)
                 dt.create_write_transaction(actions, mode="append", schema=TABLES[name], commit_properties=_props(meta))
                 dt.update_incremental()  # the transaction does not move the object's own version
         inject_fault("commit")  # test hook: a driver dying here leaves a torn window
-        if units:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            rows = [{**u, "window": window, "model_id": model_id, "run_id": self.run_id, "committed_at": stamp} for u in units]
-            write_deltalake(self.table("work_units"), pa.Table.from_pylist(rows, schema=WORK_UNITS), mode="append",
-                            commit_properties=_props({"oscar.window": window, "oscar.run": self.run_id}))
+        self._commit_units(units, model_id, window)
         self.next_window += 1
         self.renew_lease()
         return window
+
+    def _commit_units(self, units: list[dict[str, Any]], model_id: str, window: int) -> None:
+        """The window's record: its done units' rows (or none), with the window number in its info."""
+        from deltalake import write_deltalake
+
+        props = _props({"oscar.window": window, "oscar.run": self.run_id})
+        dt = self.table("work_units")
+        if units:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            rows = [{**u, "window": window, "model_id": model_id, "run_id": self.run_id, "committed_at": stamp} for u in units]
+            write_deltalake(dt, pa.Table.from_pylist(rows, schema=WORK_UNITS), mode="append", commit_properties=props)
+        else:
+            dt.create_write_transaction([], mode="append", schema=WORK_UNITS, commit_properties=props)
+            dt.update_incremental()
 
     # ------------------------------------------------------------------ one writer at a time
     def _lease_uri(self) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from .delta import DeltaOutput
+from .delta import DeltaOutput, delta_storage_options
 from .rows import TABLES
 from .storage import StorageOptions, resolve
 
@@ -64,6 +64,11 @@ def convert_markers(output_uri: str, storage: StorageOptions | None = None, mode
         raise FileExistsError(f"{output_uri} already holds Delta tables; nothing to convert")
     fallback = model_id or _manifest_model_id(output_uri, storage)
     filesystem, base = resolve(output_uri, storage)
+    from deltalake import DeltaTable
+
+    for name in TABLES:  # the old files have no unit_id column: the tables keep their schema
+        uri = f"{output_uri.rstrip('/')}/{name}"
+        DeltaTable.create(uri, schema=_old(name), mode="ignore", storage_options=delta_storage_options(uri, storage))
     out.create_tables()
     parts = {m["part"] for m in markers}
     counts: dict[str, int] = {}
@@ -76,7 +81,7 @@ def convert_markers(output_uri: str, storage: StorageOptions | None = None, mode
                                          modification_time=int(info.mtime_ns // 1_000_000) if info.mtime_ns else int(time.time() * 1000),
                                          stats=json.dumps({"numRecords": rows})))
         if actions:
-            out.table(name).create_write_transaction(actions, mode="append", schema=TABLES[name])
+            out.table(name).create_write_transaction(actions, mode="append", schema=_old(name))
         counts[name] = len(actions)
     units = [{"unit_id": f"legacy:{m['part']}", "kind": "legacy-part", "uri": (m["source_uris"] or [""])[0],
               "images": len(m["source_uris"])} for m in markers]
@@ -85,6 +90,12 @@ def convert_markers(output_uri: str, storage: StorageOptions | None = None, mode
         out.commit_window({}, [u for u, m in zip(units, markers) if (m.get("model_id") or fallback) == mid], mid)
     counts["work_units"] = len(units)
     return counts
+
+
+def _old(name: str):
+    """A table's schema as the old layout wrote it (no unit_id)."""
+    schema = TABLES[name]
+    return schema.remove(schema.get_field_index("unit_id"))
 
 
 def _parquet_files(filesystem: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:

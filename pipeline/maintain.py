@@ -24,7 +24,7 @@ def maintain(output_uri: str, storage: StorageOptions | None = None, compact: bo
             report["converted"] = convert_markers(output_uri, storage)
         if not out.exists():
             raise FileNotFoundError(f"{output_uri} holds no Delta tables (an output of the old layout needs --convert-markers)")
-        report["torn_window_files_removed"] = out.heal()
+        report["rows_of_unfinished_units_deleted"] = out.heal()
         for name in [*TABLES, "work_units"]:
             dt = out.table(name)
             entry: dict[str, Any] = {"version_before": dt.version()}

@@ -77,6 +77,7 @@ class RedecodeJob(Job):
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        super().check(model)
         cfg = self.config
         uri = table_uri(cfg.archive, "bitstreams")
         try:
@@ -114,7 +115,7 @@ class RedecodeJob(Job):
                         images_uri=cfg.images_uri(cfg.images), storage=cfg.storage)
         if cfg.rates:
             ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
-        return write_results(ds, cfg, model)
+        return write_results(ds, cfg, model, self.progress)
 
     def manifest_extra(self) -> dict[str, Any]:
         return {"archive_version": self.version}

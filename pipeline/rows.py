@@ -16,6 +16,7 @@ in-flight row carries its ``unit_id``; the last row a reader emits for a unit ca
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
@@ -42,21 +43,19 @@ def _schema(columns: str) -> pa.Schema:
 
 BITSTREAMS = _schema(
     "image_id:str source_uri:str width:i32 height:i32 model_id:str rate_level:i16 nominal_bpp:f64 bpp:f64 "
-    "n_bytes:i64 bitstream:blob encode_ms:f64"
+    "n_bytes:i64 bitstream:blob encode_ms:f64 unit_id:str"
 )
 METRICS = _schema(
     "image_id:str source_uri:str codec:str rate_level:i16 setting:str width:i32 height:i32 n_bytes:i64 bpp:f64 "
-    "psnr:f64 ms_ssim:f64 lpips:f64 dists:f64 encode_ms:f64 decode_ms:f64 reference:str"
+    "psnr:f64 ms_ssim:f64 lpips:f64 dists:f64 encode_ms:f64 decode_ms:f64 reference:str unit_id:str"
 )
-ERRORS = _schema("source_uri:str image_id:str stage:str error_type:str message:str")
+ERRORS = _schema("source_uri:str image_id:str stage:str error_type:str message:str unit_id:str")
 TABLES: dict[str, pa.Schema] = {"bitstreams": BITSTREAMS, "metrics": METRICS, "errors": ERRORS}
 WORK_UNITS = _schema("unit_id:str kind:str uri:str images:i64 window:i64 model_id:str run_id:str committed_at:str")
 """One row per committed unit of work; ``images`` counts its in-flight rows (images, or archived
 streams when re-decoding); ``window`` is the commit it landed in."""
-FLAT = pa.schema(
-    [pa.field("table", pa.string()), *_schema("unit_id:str unit_size:i64 image_rows:i32")]
-    + [f for i, t in enumerate(TABLES.values()) for f in t if all(f.name not in u.names for u in list(TABLES.values())[:i])]
-)
+_FLAT_OWN = _schema("table:str unit_id:str unit_size:i64 image_rows:i32")
+FLAT = pa.schema([*_FLAT_OWN, *{f.name: f for t in TABLES.values() for f in t if f.name not in _FLAT_OWN.names}.values()])
 """Every table's rows under one schema, with ``table`` naming theirs: what flows from the
 per-block flattening to the write tasks, so that blocks of different actors always
 concatenate (an in-flight list column can be a tensor in one block and objects in another).
@@ -138,7 +137,10 @@ def batch_of(rows: list[dict[str, Any]], columns: list[str] | None = None) -> Ba
 
 
 def failed(row: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any]:
-    return {**row, "status": "error", "error_stage": stage, "error_type": type(exc).__name__, "error_message": str(exc)[:2000]}
+    """``row`` marked as failed at ``stage``; object reprs (memory addresses) are taken out of
+    the message so that equal errors group together in the errors table."""
+    message = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc))[:2000]
+    return {**row, "status": "error", "error_stage": stage, "error_type": type(exc).__name__, "error_message": message}
 
 
 # ---------------------------------------------------------------------------- output rows
@@ -152,7 +154,12 @@ def _as_py(v: Any) -> Any:
 
 def _error_row(r: dict[str, Any]) -> dict[str, Any]:
     return {"source_uri": r["source_uri"], "image_id": r.get("image_id"), "stage": r.get("error_stage") or None,
-            "error_type": r.get("error_type") or None, "message": r.get("error_message") or None}
+            "error_type": r.get("error_type") or None, "message": r.get("error_message") or None,
+            "unit_id": _unit(r)}
+
+
+def _unit(r: dict[str, Any]) -> str | None:
+    return None if r.get("unit_id") is None else str(r["unit_id"])
 
 
 def _verified(r: dict[str, Any], j: int) -> bool:
@@ -166,6 +173,7 @@ def _metrics_row(r: dict[str, Any], codec: str, level: int, setting: str, **valu
     for name in ("n_bytes", "bpp", "psnr", "ms_ssim", "lpips", "dists", "encode_ms", "decode_ms"):
         row[name] = _as_py(values.get(name))
     row["reference"] = values.get("reference", "source")
+    row["unit_id"] = _unit(r)
     return row
 
 
@@ -187,7 +195,7 @@ def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[d
             out["bitstreams"].append({
                 "image_id": r["image_id"], "source_uri": r["source_uri"], "width": w, "height": h,
                 "model_id": model.model_id, "rate_level": int(level), "nominal_bpp": nominal[int(level)], "bpp": bpp,
-                "n_bytes": len(stream), "bitstream": stream, "encode_ms": _as_py(r["encode_ms"][j]),
+                "n_bytes": len(stream), "bitstream": stream, "encode_ms": _as_py(r["encode_ms"][j]), "unit_id": _unit(r),
             })
             if _verified(r, j):
                 out["metrics"].append(_metrics_row(

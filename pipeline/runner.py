@@ -1,7 +1,7 @@
 """The one resumable runner every job runs on.
 
-    read the model's info (no weights) -> take the output's lease (one writer) -> remove a torn
-    window's files -> refuse an output holding another model's results -> plan the work units
+    read the model's info (no weights) -> take the output's lease (one writer) -> delete the rows
+    of units committed but not finished -> refuse an output holding another model's results -> plan the work units
     (shards, file groups, archive files) -> skip the units ``work_units`` records as committed
     -> run the job's dataset on Ray, committing a window every N units or T minutes -> commit
     the rest -> write run_manifest.json -> summary
@@ -14,8 +14,10 @@ in flight and one window; the summary is added up from write receipts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict
@@ -29,6 +31,7 @@ from .dataflow import LIGHT_TASK_CPUS
 from .delta import DeltaOutput
 from .faults import FAULT_ENV, TRACE_ENV
 from .legacy import is_marker_layout
+from .progress import follow
 from .rows import batch_of, error_row
 from .sinks import RECEIPT, flatten, write_files
 from .sources import ImageColumns, WorkUnit, plan_units
@@ -38,7 +41,10 @@ from .windows import CommitWindows, Tally
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["Job", "ImagesJob", "run_job", "init_ray", "check_actor_budget", "refuse_other_model", "package_versions"]
+__all__ = ["Job", "ImagesJob", "run_job", "init_ray", "check_reachable", "check_actor_budget", "refuse_other_model",
+           "package_versions"]
+
+log = logging.getLogger("oscar.jobs")
 
 
 class Job(ABC):
@@ -48,10 +54,14 @@ class Job(ABC):
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config
+        self.progress: Any = None  # the run's ProgressCounter actor, set by run_job before build
 
     def check(self, model: ModelInfo) -> None:
-        """Refuses a plan that cannot work, before anything runs (default: nothing to check)."""
-        return None
+        """Refuses a plan that cannot work, before anything runs: by default, rates the model's
+        ladder does not have (on the driver, not in the actors)."""
+        rates = getattr(self.config, "rates", None)
+        if rates:
+            model.ladder.resolve_many(rates)
 
     @abstractmethod
     def units(self, model: ModelInfo) -> list[WorkUnit]:
@@ -102,18 +112,22 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
         refuse_other_model(cfg.output, model, models)
         units = job.units(model)
         todo = [u for u in units if u.unit_id not in done]
+        if len(todo) < len(units):
+            log.info("resuming %s: %d of %d work units already committed, %d left", cfg.output,
+                     len(units) - len(todo), len(units), len(todo))
         tally = Tally()
         if todo:
-            init_ray()
+            init_ray(cfg.ray_address, cfg.verbose)
             check_actor_budget(job.pools())
-            _execute(job.build(todo, model), cfg, todo, out, model, tally, progress, job.name)
+            job.progress = _progress_counter() if progress else None
+            _execute(job.build(todo, model), cfg, todo, out, model, tally, job.progress, progress, job.name)
     finally:
         out.release_lease()
     summary = {
         "images_ok": tally.ok, "images_failed": tally.failed, "units_done": len(todo), "units_skipped_already_done":
         len(units) - len(todo), "bitstream_bytes": tally.bytes, "mean_bpp_per_level": tally.mean_bpp(),
-        "wall_seconds": round(time.time() - t0, 2), "torn_window_files_removed": healed, "table_version":
-        out.next_window,
+        "wall_seconds": round(time.time() - t0, 2), "rows_of_unfinished_units_deleted": healed,
+        "windows_committed": out.next_window,
     }
     manifest = {
         "job": job.name, "config": json.loads(json.dumps(asdict(cfg), default=str)), "model": model.to_dict(),
@@ -125,8 +139,12 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Joins RAY_ADDRESS's cluster when set, else starts a local Ray."""
+def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | None = None) -> None:
+    """Joins ``address`` (default $RAY_ADDRESS) when given, else starts a fresh local Ray.
+
+    Never a plain ``ray.init()``: that joins whatever cluster a ``ray start`` left behind, and a
+    dead one was retried for 13 minutes. A remote address is checked with a TCP connect first.
+    """
     import ray
 
     if ray.is_initialized():
@@ -134,11 +152,34 @@ def init_ray(num_cpus: int | None = None) -> None:
     # The test hooks (OSCAR_FAULT, OSCAR_TRACE) reach the workers through the runtime env.
     env = {k: v for k, v in os.environ.items() if k in (FAULT_ENV, TRACE_ENV)}
     runtime_env = {"env_vars": env} if env else None
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env)
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose,
+                 runtime_env=runtime_env)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-    ray.data.DataContext.get_current().enable_progress_bars = True
+        check_reachable(address)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose  # one bar, this job's, unless --verbose
+    ctx.enable_operator_progress_bars = verbose
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Raises ConnectionError, in one line, when ``address``'s host:port does not answer."""
+    import socket
+
+    if address in ("auto",):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as e:
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address} ({e}): start it, fix RAY_ADDRESS or --ray-address, "
+            "or pass --ray-address local to run on this machine"
+        ) from None
 
 
 def check_actor_budget(pools: list[ActorConfig]) -> None:
@@ -174,8 +215,16 @@ def refuse_other_model(output: str, model: ModelInfo, committed: set[str]) -> No
         )
 
 
+def _progress_counter() -> Any:
+    import ray
+
+    from .progress import ProgressCounter
+
+    return ray.remote(num_cpus=0)(ProgressCounter).remote()
+
+
 def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: DeltaOutput, model: ModelInfo,
-             tally: Tally, progress: bool, desc: str) -> None:
+             tally: Tally, counter: Any, progress: bool, desc: str) -> None:
     """Streams the dataset's receipts, committing a window whenever one is due.
 
     At the end every unit is committed: one whose rows never all came back (lost beyond Ray's
@@ -187,8 +236,11 @@ def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: De
     meta = {u.unit_id: (u.kind, u.uri) for u in todo}
     committed: set[str] = set()
     known = sum(len(u.members) for u in todo) if all(u.kind == "files" for u in todo) else None
+    stop = threading.Event()
     with tqdm(total=known, desc=desc, unit="img", disable=not progress) as bar:
         bar.set_postfix_str(f"units 0/{len(todo)}")
+        if counter is not None:
+            follow(counter, bar, stop)
         # prefetch_batches=0: with prefetching, a receipt is handed over only once the next one
         # exists, which held every window back until the job was nearly done.
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
@@ -196,7 +248,8 @@ def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: De
                 r = json.loads(text)
                 windows.add(r)
                 tally.add(r)
-                bar.update(r["ok"] + r["failed"])
+                if counter is None:
+                    bar.update(r["ok"] + r["failed"])
             if windows.due():
                 committed |= _commit(out, windows, meta, model)
                 bar.set_postfix_str(f"units {len(committed)}/{len(todo)}, {out.next_window} windows")
@@ -210,17 +263,19 @@ def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: De
             windows.add(r)
             tally.add(r)
             committed |= _commit(out, windows, meta, model)
+        stop.set()
+        bar.update(max(0, tally.ok + tally.failed - bar.n))
         bar.set_postfix_str(f"units {len(committed)}/{len(todo)}, {out.next_window} windows")
 
 
 def _commit(out: DeltaOutput, windows: CommitWindows, meta: dict[str, tuple[str, str]], model: ModelInfo) -> set[str]:
-    """Commits what the open window can; returns the units it committed."""
-    files, units = windows.take()
-    if not units:
+    """Commits the open window (if it holds anything); returns the units it made done."""
+    files, units, touched, partial = windows.take()
+    if not files and not units:
         return set()
     rows = [{"unit_id": u, "kind": meta.get(u, ("", ""))[0], "uri": meta.get(u, ("", u))[1], "images": n}
             for u, n in units.items()]
-    out.commit_window(files, rows, model.model_id)
+    out.commit_window(files, rows, model.model_id, touched, partial)
     return set(units)
 
 

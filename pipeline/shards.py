@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
 from .rows import ERROR_FIELDS, Batch
 from .storage import StorageOptions, resolve
@@ -72,6 +73,11 @@ def _files(unit: dict[str, Any], storage: StorageOptions) -> Iterator[dict[str, 
     for uri in unit["members"]:
         try:
             filesystem, path = resolve(uri, storage)
+            if isinstance(filesystem, pafs.LocalFileSystem):  # a FIFO would block the read forever
+                kind = filesystem.get_file_info(path).type
+                if kind not in (pafs.FileType.File, pafs.FileType.NotFound):
+                    yield _error(uri, unit["unit_id"], "NotAFileError", f"not a regular file ({kind.name.lower()})")
+                    continue
             with filesystem.open_input_file(path) as f:
                 yield _row(f.read(), uri, unit["unit_id"])
         except FileNotFoundError:

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .faults import inject_fault
+from .progress import bump
 from .rows import FLAT, TABLES, UNCOMPRESSED_COLUMNS, rows_of, table_rows
 from .storage import StorageOptions, resolve
 
@@ -72,10 +73,13 @@ def write_table_file(table: pa.Table, name: str, output_uri: str, storage: Stora
             "mtime_ms": int(time.time() * 1000)}
 
 
-def flatten(batch: dict[str, np.ndarray], model: ModelInfo) -> pa.Table:
-    """Per block: in-flight rows -> their table rows under :data:`~pipeline.rows.FLAT` (see there)."""
+def flatten(batch: dict[str, np.ndarray], model: ModelInfo, progress: Any = None) -> pa.Table:
+    """Per block: in-flight rows -> their table rows under :data:`~pipeline.rows.FLAT` (see there);
+    bumps the job's progress counter (:mod:`pipeline.progress`) by the block's images."""
     flat: list[dict[str, Any]] = []
-    for r in rows_of(batch):
+    rows = rows_of(batch)
+    bump(progress, len(rows))
+    for r in rows:
         own = table_rows([r], model)
         first = len(flat)
         for name in ("bitstreams", "metrics", "errors"):

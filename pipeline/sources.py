@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from .shards import IMAGE_EXTENSIONS
 from .storage import StorageOptions, resolve
 
 __all__ = ["WorkUnit", "ImageColumns", "plan_units", "list_files", "read_manifest", "image_columns", "expand_braces",
@@ -65,7 +66,9 @@ def _uri_for(base_uri: str, path: str) -> str:
 def list_files(uri: str, options: StorageOptions | None = None) -> list[str]:
     """Every file under a prefix (recursively, sorted), hidden and ``_``-prefixed names skipped.
 
-    Non-image files are kept on purpose: they become error rows, not silent omissions.
+    Non-image files are kept on purpose: they become error rows, not silent omissions; so are
+    entries that are neither files nor folders (a FIFO, a socket) and folders named like an
+    image (``dir-like.jpg``).
     """
     filesystem, path = resolve(uri, options)
     info = filesystem.get_file_info(path)
@@ -76,9 +79,15 @@ def list_files(uri: str, options: StorageOptions | None = None) -> list[str]:
     infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
     files = [
         i.path for i in infos
-        if i.type == pafs.FileType.File and not any(part.startswith((".", "_")) for part in i.path[len(path):].split("/"))
+        if _listed(i) and not any(part.startswith((".", "_")) for part in i.path[len(path):].split("/"))
     ]
     return sorted(_uri_for(uri, f) for f in files)
+
+
+def _listed(info: pafs.FileInfo) -> bool:
+    if info.type == pafs.FileType.Directory:
+        return info.extension.lower() in IMAGE_EXTENSIONS
+    return info.type != pafs.FileType.NotFound
 
 
 def read_manifest(uri: str, options: StorageOptions | None = None) -> list[str]:

@@ -1,11 +1,13 @@
-"""The driver's commit windows: which written files and which work units may be committed now.
+"""The driver's commit windows: what a window commits, and which units it makes done.
 
-A write task's receipt names the files it wrote and the rows of each unit they hold. A unit is
-complete once the rows of all receipts add up to its size. Rows of one unit can land in
-several files, and one file can hold rows of several units, so a receipt is committed only
-together with every unit it touches, and a unit only with every receipt that holds its rows:
-the receipts and units linked to an incomplete unit wait for the next window. Otherwise a
-crash after the commit would leave part of a unit visible and the rerun would write it again.
+A write task's receipt names the files it wrote and the rows of each unit they hold. Rows of
+one unit land in many files and one file holds rows of many units (shards are read side by
+side), so waiting for whole units before committing a file would hold every file back until
+the job ends. Instead a window commits every file received, marks done the units that are
+complete, and carries the set of units that have committed rows but are not complete yet
+(``partial``), cumulative, in each commit's info. A run killed with partial units is healed
+by the next one, which deletes those units' rows before it redoes them
+(:meth:`~pipeline.delta.DeltaOutput.heal`).
 
 Memory is what is in flight plus one window: nothing here grows with the corpus.
 """
@@ -46,7 +48,7 @@ class CommitWindows:
     """Receipts and units in flight, and when the open window is due.
 
     ``every_units``: commit once this many units are complete; ``every_s``: or once the window
-    has been open this long with anything complete.
+    has been open this long with any file written (so a killed driver loses at most that long).
     """
 
     every_units: int = 64
@@ -54,6 +56,7 @@ class CommitWindows:
     receipts: list[dict[str, Any]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sizes: dict[str, int] = field(default_factory=dict)
+    partial: set[str] = field(default_factory=set)
     opened: float = field(default_factory=time.monotonic)
 
     def add(self, receipt: dict[str, Any]) -> None:
@@ -69,40 +72,28 @@ class CommitWindows:
         return sum(1 for u in self.seen if self.complete(u))
 
     def due(self) -> bool:
-        done = self.complete_count()
-        return done >= self.every_units or (done > 0 and time.monotonic() - self.opened >= self.every_s)
+        """``every_units`` units complete, or ``every_s`` passed with anything written."""
+        if self.complete_count() >= self.every_units:
+            return True
+        return bool(self.receipts) and time.monotonic() - self.opened >= self.every_s
 
     def incomplete(self) -> set[str]:
         return {u for u in self.seen if not self.complete(u)}
 
-    def take(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
-        """Removes and returns what can commit now: files per table, and {unit: rows} of its units."""
-        blocked = self.incomplete()
-        held: list[bool] = [False] * len(self.receipts)
-        changed = True
-        while changed:  # a receipt touching a blocked unit blocks all of its units, and so on
-            changed = False
-            for i, r in enumerate(self.receipts):
-                if not held[i] and any(u in blocked for u in r["seen"]):
-                    held[i] = True
-                    new = set(r["seen"]) - blocked
-                    if new:
-                        blocked |= new
-                        changed = True
+    def take(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int], set[str], set[str]]:
+        """Removes and returns the open window: files per table, {unit: rows} of the units now
+        complete, the units with rows in these files, and the cumulative partial set after it."""
         files: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        units: dict[str, int] = {}
-        keep = []
-        for r, h in zip(self.receipts, held):
-            if h:
-                keep.append(r)
-                continue
+        touched: set[str] = set()
+        for r in self.receipts:
             for f in r["files"]:
                 files[f["table"]].append(f)
-            for u in r["seen"]:
-                units[u] = self.seen[u]
-        self.receipts = keep
+            touched |= set(r["seen"])
+        self.receipts = []
+        units = {u: self.seen[u] for u in list(self.seen) if self.complete(u)}
         for u in units:
-            self.seen.pop(u, None)
+            self.seen.pop(u)
             self.sizes.pop(u, None)
+        self.partial = (self.partial | touched) - set(units)
         self.opened = time.monotonic()
-        return dict(files), units
+        return dict(files), units, touched, set(self.partial)

@@ -22,9 +22,13 @@ def test_tiny_ladder_spans_the_promised_range():
 def test_resolve_int_and_float():
     assert TINY_LADDER.resolve(2).index == 2
     assert TINY_LADDER.resolve(0.12).index == 3
-    assert TINY_LADDER.resolve(0.001).index == 0
-    with pytest.raises(ValueError, match="valid levels are 0..6"):
+    assert TINY_LADDER.resolve(0.004).index == 0  # below L0, within one level's spacing
+    with pytest.raises(ValueError, match="L0 0.009766, L1 0.03125, .* L6 0.375 bpp"):
         TINY_LADDER.get(7)
+    # Beyond either end by more than a level's spacing: refused, with the ladder (5.0 once ran L6).
+    for far in (0.001, 0.6, 5.0):
+        with pytest.raises(ValueError, match=f"{far:g} bpp is beyond this model's ladder"):
+            TINY_LADDER.resolve(far)
     with pytest.raises(TypeError):
         TINY_LADDER.resolve(True)
     assert [p.index for p in TINY_LADDER.resolve_many([0.03, 1, 0.25])] == [1, 5]

@@ -121,15 +121,50 @@ def _receipt(seen: dict[str, int], sizes: dict[str, int], name: str) -> dict:
             "failed": 0, "bytes": 0, "bpp": {}}
 
 
-def test_commit_windows_hold_every_file_linked_to_an_incomplete_unit():
+def test_commit_windows_commit_every_file_and_carry_the_partial_units():
     w = CommitWindows(every_units=1)
-    w.add(_receipt({"a": 2}, {"a": 2}, "f1"))            # a complete, alone
-    w.add(_receipt({"b": 1, "c": 1}, {"b": 1}, "f2"))    # b complete, but shares f2 with c
-    w.add(_receipt({"c": 1}, {}, "f3"))                  # c still incomplete (size unknown)
-    files, units = w.take()
-    assert units == {"a": 2} and [f["path"] for f in files["bitstreams"]] == ["f1"]
-    assert w.incomplete() == {"c"}
-    w.add(_receipt({"c": 1}, {"c": 3}, "f4"))
-    files, units = w.take()
-    assert units == {"b": 1, "c": 3} and sorted(f["path"] for f in files["bitstreams"]) == ["f2", "f3", "f4"]
-    assert w.take() == ({}, {})
+    w.add(_receipt({"a": 2}, {"a": 2}, "f1"))            # a complete
+    w.add(_receipt({"b": 1, "c": 1}, {"b": 1}, "f2"))    # b complete; c has rows, size unknown yet
+    files, units, touched, partial = w.take()
+    assert sorted(f["path"] for f in files["bitstreams"]) == ["f1", "f2"]  # nothing held back
+    assert units == {"a": 2, "b": 1} and touched == {"a", "b", "c"} and partial == {"c"}
+    w.add(_receipt({"d": 1}, {}, "f3"))
+    assert w.take()[3] == {"c", "d"}  # cumulative: every unit with committed rows, not complete yet
+    w.add(_receipt({"c": 2}, {"c": 3}, "f4"))
+    files, units, touched, partial = w.take()
+    assert units == {"c": 3} and partial == {"d"}
+    assert w.take()[:2] == ({}, {})
+
+
+def test_heal_deletes_the_rows_of_partial_and_torn_units(tmp_path):
+    import pyarrow as pa
+
+    from pipeline.delta import DeltaOutput, read_delta
+    from pipeline.rows import ERRORS
+    from pipeline.sinks import write_table_file
+
+    def file_of(*units: str) -> dict:
+        rows = [{"source_uri": f"{u}#{i}", "image_id": None, "stage": "read", "error_type": "E", "message": "m",
+                 "unit_id": u} for u in units for i in range(2)]
+        return write_table_file(pa.Table.from_pylist(rows, schema=ERRORS), "errors", str(tmp_path), None)
+
+    out = DeltaOutput(str(tmp_path))
+    out.create_tables()
+    out.done_and_models()
+    out.commit_window({"errors": [file_of("a", "b")]}, [{"unit_id": "a", "kind": "tar", "uri": "a", "images": 2}],
+                      "m", {"a", "b"}, {"b"})                           # window 0: a done, b partial
+    out.commit_window({"errors": [file_of("b", "c")]}, [], "m", {"b", "c"}, {"b", "c"})  # window 1: nothing done
+    # window 2 torn: its results committed (d, and the rest of c), its work_units commit never made
+    torn = file_of("d")
+    from deltalake import CommitProperties
+    from deltalake.transaction import AddAction
+
+    out.table("errors").create_write_transaction(
+        [AddAction(path=torn["path"], size=torn["size"], partition_values={}, modification_time=torn["mtime_ms"],
+                   data_change=True, stats=torn["stats"])], mode="append", schema=ERRORS,
+        commit_properties=CommitProperties(custom_metadata={"oscar.window": 2, "oscar.units": ["d"], "oscar.partial": ["b", "c"]}))
+    assert sorted(set(read_delta(str(tmp_path), "errors").column("unit_id").to_pylist())) == ["a", "b", "c", "d"]
+    again = DeltaOutput(str(tmp_path))
+    assert again.heal() == 8  # b (4 rows, two windows), c (2) and the torn window's d (2); a is done and stays
+    assert set(read_delta(str(tmp_path), "errors").column("unit_id").to_pylist()) == {"a"}
+    assert again.heal() == 0
