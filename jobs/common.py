@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from oscar_model.images import DEFAULT_MAX_PIXELS
 from pipeline.config import ActorConfig
 from pipeline.storage import StorageOptions
 
@@ -62,7 +63,7 @@ def common_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
     return {"output": resolve_output(args.output), "model": args.model, "device": args.device, "storage": storage(args),
             "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
-            "ray_address": args.ray_address, "verbose": args.verbose, **pool_options(args)}
+            "ray_address": args.ray_address, "verbose": args.verbose, "max_pixels": args.max_pixels, **pool_options(args)}
 
 
 def resolve_output(output: str) -> str:
@@ -104,9 +105,10 @@ def run_cli(job: str, cfg, run, quiet: bool) -> dict:
     return summary
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser, model_help: str = "registered model name or model folder (default oscar-tiny)",
+               model_default: str | None = "oscar-tiny") -> None:
     p.add_argument("--output", required=True, help="output URI (local folder, s3://..., gs://...)")
-    p.add_argument("--model", default="oscar-tiny", help="registered model name or model folder (default oscar-tiny)")
+    p.add_argument("--model", default=model_default, help=model_help)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda where an actor has one)")
     p.add_argument("--actors", type=int, default=2,
                    help="actors in the encode(+verify) pool; on CPU each actor runs one torch thread, so one actor per "
@@ -127,6 +129,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse larger images and streams (an error row), counted padded to the model's stride "
+                        f"(default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--verbose", action="store_true", help="Ray's own progress bars and logs as well as this job's")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster to run on (host:port, ray://host:10001); 'local' starts a fresh local Ray "

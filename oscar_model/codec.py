@@ -78,6 +78,7 @@ class OscarCodec(OscarModel):
         rate_ms = [[0.0] * len(points) for _ in arrays]
         for idxs in same_size_batches(arrays, batch_size):
             h, w = arrays[idxs[0]].shape[:2]
+            self.check_size(h, w, "image")
             if not self.fits_one_tile(h, w):
                 if refine_steps > 0:
                     raise ValueError(f"--refine works on images up to one tile ({self.tiling.tile * 8} px); this one is {w}x{h}")
@@ -137,12 +138,24 @@ class OscarCodec(OscarModel):
             raise BitstreamError(f"stream names rate level {c.rate_index}; the model has {len(self.ladder)}")
         if len(c.rms_codes) != self.autoencoder.latent_channels:
             raise BitstreamError(f"stream has {len(c.rms_codes)} latent channels, model {self.autoencoder.latent_channels}")
-        if c.height * c.width > self.max_pixels:
-            raise BitstreamError(
-                f"stream claims a {c.width}x{c.height} image, over this decoder's limit of {self.max_pixels} pixels "
-                "(raise OscarCodec.max_pixels to decode it)"
-            )
+        try:
+            self.check_size(c.height, c.width, "stream claims a")
+        except ValueError as e:
+            raise BitstreamError(str(e)) from None
         return c, self.ladder.get(c.rate_index)
+
+    def check_size(self, height: int, width: int, what: str) -> None:
+        """Refuses an image whose area padded to the model's stride exceeds ``max_pixels``.
+
+        The padded area is what the networks process: a 1x50,000,000 header passed a check of
+        the claimed area and asked for 32x as much work.
+        """
+        padded = -(-height // self.stride) * self.stride * (-(-width // self.stride) * self.stride)
+        if padded > self.max_pixels:
+            raise ValueError(
+                f"{what} {width}x{height} image: {padded} pixels once padded to the model's stride of {self.stride}, "
+                f"over the limit of {self.max_pixels} (raise it with --max-pixels)"
+            )
 
     def _indices(self, c: Container, point: RatePoint) -> np.ndarray:
         ph, pw = (-(-c.height // self.stride) * self.stride, -(-c.width // self.stride) * self.stride)

@@ -34,7 +34,7 @@ class ArchiveJob(ImagesJob):
 
     def build(self, todo, model):
         cfg = self.config
-        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.batch_size)
+        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.max_pixels)
         ds = encode_and_verify(ds, cfg, model, cfg.rates, cfg.verify, cfg.images_uri(cfg.images))
         return write_results(ds, cfg, model, self.progress)
 

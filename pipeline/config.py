@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from oscar_model.images import DEFAULT_MAX_PIXELS
+
 from .storage import StorageOptions
 
 __all__ = ["ActorConfig", "JobConfig", "ImagesConfig"]
@@ -48,6 +50,7 @@ class JobConfig:
         ray_address: the cluster ("host:port", "ray://..."), "local" for a fresh local Ray; None:
             $RAY_ADDRESS, else local.
         verbose: Ray Data's own progress bars and logs too.
+        max_pixels: refuse larger images (counted padded to the model's stride) and streams of them.
     """
 
     output: str
@@ -63,6 +66,7 @@ class JobConfig:
     rows_per_file: int = 16384
     ray_address: str | None = None
     verbose: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
         """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""

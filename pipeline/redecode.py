@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .config import ActorConfig, JobConfig
-from .dataflow import encode_and_verify, map_actors, spread, work_items, write_results
+from .dataflow import encode_and_verify, map_actors, work_items, write_results
 from .delta import delta_storage_options, table_uri
 from .rows import Batch, batch_of, error_row
 from .runner import Job, run_job
@@ -26,7 +26,7 @@ from .sources import WorkUnit
 from .stages import ArchiveDecodeStage
 from .storage import StorageOptions, resolve
 
-__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode", "read_archive_file"]
+__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode", "read_archive_file", "archive_model"]
 
 _COLUMNS = ["image_id", "source_uri", "width", "height", "rate_level", "bitstream"]
 
@@ -67,6 +67,30 @@ def read_archive_file(batch: Batch, storage: StorageOptions, level: int | None) 
             r.setdefault("status", "ok")
         rows[-1]["unit_size"] = len(rows)
         yield batch_of(rows, sorted({k for r in rows for k in r}))
+
+
+def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
+    """The model an archive was written by, as ``--model`` would name it: its registered name when
+    that name still loads the same model id, else the folder the archive recorded, if it exists.
+
+    Why: redecoding an archive with the default model refused every archive not written by it.
+    """
+    from oscar_model.model_info import ModelInfo
+
+    from .storage import is_file, read_json
+
+    manifest_uri = f"{archive.rstrip('/')}/run_manifest.json"
+    if not is_file(manifest_uri, storage):
+        raise FileNotFoundError(f"{manifest_uri} is missing, so the archive's model is unknown: pass --model")
+    recorded = read_json(manifest_uri, storage)["model"]
+    for candidate in (recorded.get("name"), recorded.get("path")):
+        try:
+            if candidate and ModelInfo.read(candidate).model_id == recorded["model_id"]:
+                return candidate
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+    raise FileNotFoundError(f"the archive was written by model {recorded.get('name')} (id {recorded.get('model_id')}, "
+                            f"folder {recorded.get('path')}), which is not on this machine: pass --model")
 
 
 class RedecodeJob(Job):
@@ -111,8 +135,8 @@ class RedecodeJob(Job):
         cfg = self.config
         ds = work_items(todo).map_batches(read_archive_file, fn_kwargs={"storage": cfg.storage, "level": self.level},
                                           batch_size=1, num_cpus=0.1)
-        ds = map_actors(spread(ds, cfg.decode.batch_size), ArchiveDecodeStage, cfg.decode, model=model, device=cfg.device,
-                        images_uri=cfg.images_uri(cfg.images), storage=cfg.storage)
+        ds = map_actors(ds, ArchiveDecodeStage, cfg.decode, model=model, device=cfg.device,
+                        images_uri=cfg.images_uri(cfg.images), storage=cfg.storage, max_pixels=cfg.max_pixels)
         if cfg.rates:
             ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
         return write_results(ds, cfg, model, self.progress)

@@ -54,7 +54,13 @@ def _batch(rows: list[dict[str, Any]]) -> Batch:
 
 def _sized(rows: Iterator[dict[str, Any]], unit: dict[str, Any]) -> Iterator[Batch]:
     """Batches of ``rows``, the very last row carrying the unit's size (one held back to know it).
-    A unit with no rows at all (an empty tar) yields one error row, so it still completes."""
+    A unit with no rows at all (an empty tar) yields one error row, so it still completes. A
+    part of a file group knows its group's size already: every row carries it."""
+    if unit.get("unit_size"):
+        rows = [{**r, "unit_size": int(unit["unit_size"])} for r in rows]
+        for start in range(0, len(rows), _CHUNK):
+            yield _batch(rows[start : start + _CHUNK])
+        return
     pending: list[dict[str, Any]] = []
     total = 0
     for r in rows:

@@ -54,7 +54,17 @@ class WorkUnit:
 
     def to_item(self) -> dict:
         return {"unit_id": self.unit_id, "kind": self.kind, "uri": self.uri, "members": list(self.members),
-                "image_column": self.columns.image, "key_column": self.columns.key}
+                "image_column": self.columns.image, "key_column": self.columns.key, "unit_size": 0}
+
+    def to_items(self, files_per_item: int) -> list[dict]:
+        """Read items: a file group split into items of ``files_per_item`` files, each knowing the
+        group's size (so its rows spread over the actor pool: a read task's output is one block,
+        and a block goes to one actor); any other unit is one item."""
+        if self.kind != "files" or len(self.members) <= files_per_item:
+            return [{**self.to_item(), "unit_size": len(self.members) if self.kind == "files" else 0}]
+        step = max(1, files_per_item)
+        return [{**self.to_item(), "members": list(self.members[i : i + step]), "unit_size": len(self.members)}
+                for i in range(0, len(self.members), step)]
 
 
 def _uri_for(base_uri: str, path: str) -> str:

@@ -67,7 +67,7 @@ def pixels_of(row: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(int(row["height"]), int(row["width"]), 3)
 
 
-def load_codec(model: Any, device: str | None):
+def load_codec(model: Any, device: str | None, max_pixels: int | None = None):
     """One model per actor, single-threaded torch: Ray gives each actor its share of the cores.
 
     ``model``: a :class:`~oscar_model.ModelInfo` (the weights loaded must hash to its id), a
@@ -83,6 +83,8 @@ def load_codec(model: Any, device: str | None):
     codec = OscarCodec.from_pretrained(model.path if isinstance(model, ModelInfo) else model, device=device)
     if isinstance(model, ModelInfo):
         model.check(codec.model_hash)
+    if max_pixels:
+        codec.max_pixels = max_pixels
     return codec
 
 
@@ -97,9 +99,9 @@ class EncodeStage:
 
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8,
-        refine_steps: int = 0, keep_pixels: bool = True,
+        refine_steps: int = 0, keep_pixels: bool = True, max_pixels: int | None = None,
     ) -> None:
-        self.codec = load_codec(model, device)
+        self.codec = load_codec(model, device, max_pixels)
         self.points = self.codec.ladder.resolve_many(rates)
         self.batch_size = batch_size
         self.refine_steps = refine_steps
@@ -148,8 +150,9 @@ class VerifyStage:
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
         storage: StorageOptions | None = None, batch_size: int = 8, keep_pixels: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
-        self.codec = load_codec(model, device)
+        self.codec = load_codec(model, device, max_pixels)
         self.images_uri = images_uri
         self.storage = storage
         self.batch_size = batch_size
@@ -206,9 +209,9 @@ class EncodeVerifyStage:
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None,
         images_uri: str | None = None, storage: StorageOptions | None = None, batch_size: int = 8,
-        keep_pixels: bool = False, refine_steps: int = 0,
+        keep_pixels: bool = False, refine_steps: int = 0, max_pixels: int | None = None,
     ) -> None:
-        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps)
+        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps, max_pixels=max_pixels)
         self.verify = VerifyStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -226,9 +229,9 @@ class ArchiveDecodeStage:
 
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
-        storage: StorageOptions | None = None,
+        storage: StorageOptions | None = None, max_pixels: int | None = None,
     ) -> None:
-        self.codec = load_codec(model, device)
+        self.codec = load_codec(model, device, max_pixels)
         self.images_uri = images_uri
         self.storage = storage
 

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +70,20 @@ def test_encode_with_refine_writes_a_stream_the_decoder_reads(tiny_model_dir, pn
     out = tmp_path / "refined.png"
     assert main(["decode", str(osc), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
     assert np.asarray(Image.open(out)).shape == (200, 300, 3)
+
+
+def test_decode_takes_many_streams_with_one_model_load(tiny_model_dir, png, tmp_path, capsys):
+    streams = []
+    for level in (0, 2):
+        osc = tmp_path / f"photo{level}.osc"
+        assert main(["encode", str(png), "-o", str(osc), "--level", str(level), "--model", str(tiny_model_dir)]) == 0
+        streams.append(str(osc))
+    broken = tmp_path / "broken.osc"
+    broken.write_bytes(Path(streams[0]).read_bytes()[:-3])
+    capsys.readouterr()
+    out = tmp_path / "decoded"
+    assert main(["decode", *streams, str(broken), "-o", f"{out}/", "--model", str(tiny_model_dir)]) == 2
+    said = capsys.readouterr()
+    assert sorted(p.name for p in out.glob("*.png")) == ["photo0.png", "photo2.png"]  # the good ones still decoded
+    assert "2 of 3 decoded in" in said.out and "since the command started" in said.out
+    assert said.err.count("oscar decode: error: ") == 1 and "broken.osc" in said.err

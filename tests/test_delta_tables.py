@@ -161,5 +161,21 @@ def test_an_output_of_the_marker_layout_converts_and_redecodes(tmp_path, ray_loc
     codec = OscarCodec.from_pretrained(model, device="cpu")
     assert set(bits.column("model_id").to_pylist()) == {codec.model_id.hex()}
     out = tmp_path / "decoded"
-    assert redecode.main(["--archive", str(old), "--output", str(out), "--images", "--model", model, "--quiet"]) == 0
+    # No --model: the archive's own (its manifest names oscar-tiny, whose id still matches).
+    assert redecode.main(["--archive", str(old), "--output", str(out), "--images", "--quiet"]) == 0
+    assert json.loads((out / "run_manifest.json").read_text())["model"]["name"] == model
     assert len(list((out / "images").glob("*.png"))) == 6
+
+
+def test_maintain_compacts_each_table_and_vacuums_what_it_replaced(shard_archive, tmp_path):
+    from jobs import maintain
+    from pipeline.delta import read_delta
+
+    out = tmp_path / "archive"
+    shutil.copytree(shard_archive, out)
+    rows = {t: read_delta(str(out), t).num_rows for t in ("bitstreams", "metrics", "errors", "work_units")}
+    assert len(DeltaTable(str(out / "bitstreams")).file_uris()) > 1  # --rows-per-file 8: several small files
+    assert maintain.main(["--output", str(out), "--retention-hours", "0"]) == 0
+    for table, n in rows.items():
+        assert len(DeltaTable(str(out / table)).file_uris()) <= 1 and read_delta(str(out), table).num_rows == n
+    assert len(list((out / "bitstreams").glob("*.parquet"))) == 1  # the replaced files were vacuumed

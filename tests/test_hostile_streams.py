@@ -110,3 +110,19 @@ def test_decode_limit_is_configurable(tiny_model_dir, tiny_codec, streams):
     with pytest.raises(BitstreamError, match="limit of 100"):
         codec.decode([streams[0]])
     assert tiny_codec.decode([streams[0]])[0].shape == (96, 160, 3)
+
+
+def test_the_cap_counts_the_area_padded_to_the_stride(tiny_codec, photo):
+    """A 1 x 50,000,000 header claimed exactly the 50 Mpx cap, and asked the networks for 32x
+    as much: the padded area is what is capped now."""
+    from dataclasses import replace
+
+    from oscar_model.bitstream import BitstreamError, pack, unpack
+
+    stream = tiny_codec.encode([photo], [0])[0][0]
+    thin = pack(replace(unpack(stream), height=1, width=50_000_000))
+    assert 1 * 50_000_000 <= tiny_codec.max_pixels
+    with pytest.raises(BitstreamError, match=r"50000000x1 image: 1600000000 pixels once padded to the model's stride"):
+        tiny_codec.decode([thin])
+    with pytest.raises(ValueError, match="--max-pixels"):
+        tiny_codec.check_size(1, 50_000_000, "image")

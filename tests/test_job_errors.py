@@ -81,3 +81,14 @@ def test_odd_entries_beside_good_photos(tmp_path, tiny_model_dir):
     assert set(errors) == {"dir-like.jpg", "pipe.jpg"}
     assert "not a regular file" in errors["dir-like.jpg"]["message"]
     assert " at 0x" not in " ".join(e["message"] for e in errors.values())
+
+
+def test_a_bomb_is_refused_in_one_line_without_pillows_warning(tmp_path, tiny_model_dir):
+    """100 Mpx is over Pillow's warning threshold (89 Mpx) and our 50 Mpx cap: Pillow's
+    DecompressionBombWarning once printed two stray lines before the refusal."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10_000, 10_000)).save(bomb)
+    run = run_job(["oscar_model.cli", "encode", str(bomb), "--model", str(tiny_model_dir)])
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("oscar encode: error:"), run.stderr
+    assert "over the limit" in lines[0]

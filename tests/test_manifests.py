@@ -22,7 +22,7 @@ SCHEMAS = {"RayCluster": "rayclusters.v1.json", "RayJob": "rayjobs.v1.json"}
 
 
 def kuberay_manifests() -> list[Path]:
-    return sorted(KUBERAY.glob("*.yaml"))
+    return sorted(p for p in KUBERAY.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def schema_for(kind: str) -> dict:
@@ -93,3 +93,58 @@ def test_every_entrypoint_names_a_job_whose_parser_takes_its_flags(command):
 def test_the_manifests_name_all_three_jobs():
     assert {shlex.split(c)[2] for c in entrypoints()} == {"jobs.archive", "jobs.audit", "jobs.redecode"}
     assert os.path.getsize(KUBERAY / "schema" / "rayjobs.v1.json") > 10_000  # the real schema, not a stub
+
+
+def _docs(kind: str) -> list[dict]:
+    return [d for p in kuberay_manifests() for d in yaml.safe_load_all(p.read_text()) if d and d.get("kind") == kind]
+
+
+def test_every_local_path_an_entrypoint_names_is_mounted_where_the_driver_runs():
+    """A K8sJobMode RayJob's driver runs on the head: a --model /models/... it names must be
+    mounted there (it was mounted on the GPU group only, and the driver failed to read it)."""
+    clusters = {d["metadata"]["name"]: d for d in _docs("RayCluster")}
+    for job in _docs("RayJob"):
+        cluster = clusters[job["spec"]["clusterSelector"]["ray.io/cluster"]]
+        head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+        mounts = [m["mountPath"] for c in head["containers"] for m in c.get("volumeMounts", [])]
+        argv = shlex.split(job["spec"]["entrypoint"])
+        local = [v for flag, v in zip(argv, argv[1:]) if flag.startswith("--") and v.startswith("/")]
+        for path in local:
+            assert any(path == m or path.startswith(m.rstrip("/") + "/") for m in mounts), (job["metadata"]["name"], path)
+        volumes = {v["name"] for v in head.get("volumes", [])}
+        assert {m["name"] for c in head["containers"] for m in c.get("volumeMounts", [])} <= volumes
+
+
+def test_token_auth_is_configured_for_the_cluster_and_every_submitter():
+    (cluster,) = _docs("RayCluster")
+    auth = cluster["spec"]["authOptions"]
+    assert auth["mode"] == "token"
+    for job in _docs("RayJob"):
+        env = {e["name"]: e for c in job["spec"]["submitterPodTemplate"]["spec"]["containers"] for e in c.get("env", [])}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": auth["secretName"], "key": "auth_token"}
+
+
+def test_kustomization_lists_every_manifest_and_sets_the_one_image_they_use():
+    kustomization = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in kuberay_manifests())
+    (image,) = kustomization["images"]
+    used = {c["image"].split(":")[0] for p in kuberay_manifests() for c in _containers(yaml.safe_load_all(p.read_text()))}
+    assert used == {image["name"]}
+
+
+def _containers(docs) -> list[dict]:
+    out = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            out.extend(c for c in node.get("containers", []) if isinstance(c, dict))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for d in docs:
+        walk(d)
+    return out
