@@ -146,20 +146,27 @@ def failed(row: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any
 # ---------------------------------------------------------------------------- output rows
 def _as_py(v: Any) -> Any:
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
     if isinstance(v, float) and np.isnan(v):
         return None
     return v
 
 
+def _text(v: Any) -> str | None:
+    """A text cell: None for None or NaN. Why: Ray turns a block's all-None column (the image_id
+    of error rows for files that were never read) into a float column of NaN."""
+    v = _as_py(v)
+    return None if v is None else str(v)
+
+
 def _error_row(r: dict[str, Any]) -> dict[str, Any]:
-    return {"source_uri": r["source_uri"], "image_id": r.get("image_id"), "stage": r.get("error_stage") or None,
+    return {"source_uri": str(r["source_uri"]), "image_id": _text(r.get("image_id")), "stage": r.get("error_stage") or None,
             "error_type": r.get("error_type") or None, "message": r.get("error_message") or None,
             "unit_id": _unit(r)}
 
 
 def _unit(r: dict[str, Any]) -> str | None:
-    return None if r.get("unit_id") is None else str(r["unit_id"])
+    return _text(r.get("unit_id"))
 
 
 def _verified(r: dict[str, Any], j: int) -> bool:
@@ -168,7 +175,7 @@ def _verified(r: dict[str, Any], j: int) -> bool:
 
 def _metrics_row(r: dict[str, Any], codec: str, level: int, setting: str, **values: Any) -> dict[str, Any]:
     """A metrics row; ``values`` fills the measured columns (None where not measured)."""
-    row = {"image_id": r["image_id"], "source_uri": r["source_uri"], "codec": codec, "rate_level": int(level),
+    row = {"image_id": _text(r["image_id"]), "source_uri": str(r["source_uri"]), "codec": codec, "rate_level": int(level),
            "setting": setting, "width": int(r["width"]), "height": int(r["height"])}
     for name in ("n_bytes", "bpp", "psnr", "ms_ssim", "lpips", "dists", "encode_ms", "decode_ms"):
         row[name] = _as_py(values.get(name))
@@ -193,7 +200,7 @@ def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[d
             stream = bytes(r["bitstreams"][j])
             bpp = 8 * len(stream) / (w * h)
             out["bitstreams"].append({
-                "image_id": r["image_id"], "source_uri": r["source_uri"], "width": w, "height": h,
+                "image_id": _text(r["image_id"]), "source_uri": str(r["source_uri"]), "width": w, "height": h,
                 "model_id": model.model_id, "rate_level": int(level), "nominal_bpp": nominal[int(level)], "bpp": bpp,
                 "n_bytes": len(stream), "bitstream": stream, "encode_ms": _as_py(r["encode_ms"][j]), "unit_id": _unit(r),
             })

@@ -186,7 +186,7 @@ def test_decode_batches_mixed_sizes_and_rates(tiny_codec, photo):
 
 
 def test_unknown_rate_errors(tiny_codec, photo):
-    with pytest.raises(ValueError, match="valid levels"):
+    with pytest.raises(ValueError, match="does not exist; the ladder is L0 "):
         tiny_codec.encode([photo], 17)
 
 
