@@ -8,6 +8,7 @@ same bitstream. On CUDA the decoder's networks run under bf16 autocast.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -73,6 +74,12 @@ class OscarCodec(OscarModel):
         """
         if refine_steps < 0:
             raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+        with encode_threads(self.device):
+            return self._encode_arrays_timed(arrays, points, batch_size, refine_steps)
+
+    def _encode_arrays_timed(
+        self, arrays: Sequence[np.ndarray], points: Sequence[RatePoint], batch_size: int, refine_steps: int
+    ) -> tuple[list[list[bytes]], list[float], list[list[float]]]:
         out: list[list[bytes]] = [[b""] * len(points) for _ in arrays]
         ae_ms = [0.0] * len(arrays)
         rate_ms = [[0.0] * len(points) for _ in arrays]
@@ -211,3 +218,22 @@ class OscarCodec(OscarModel):
         c = unpack(stream)
         return 8 * len(stream) / (c.height * c.width)
 
+
+ENCODE_THREADS = 1
+"""Torch threads while encoding on CPU, whoever calls: float sums in another order can flip a VQ
+index (2 of 45 streams differed between 1 and 2 threads), so the CLI, the job's actors and
+library callers all encode at this one count and write the same bytes on one machine."""
+
+
+@contextlib.contextmanager
+def encode_threads(device: torch.device | str):
+    """Runs the block with :data:`ENCODE_THREADS` torch threads on CPU, then restores the count."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(ENCODE_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -45,3 +45,31 @@ def test_decoded_images_do_not_depend_on_batch_size(tiny_codec, crops):
     batched = tiny_codec.decode(streams, batch_size=8)
     for a, b in zip(one_by_one, batched):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_encoding_runs_at_one_thread_count_whatever_the_caller_set(tiny_codec, photo, monkeypatch):
+    """The job's actors run 1 torch thread and `oscar encode` ran torch's default: 2 of 45
+    streams differed (a VQ index flipped on a 1e-6 difference). Every caller now encodes at
+    ENCODE_THREADS, and its own setting is restored afterwards."""
+    import torch
+
+    from oscar_model import codec as codec_module
+
+    seen: list[int] = []
+    original = type(tiny_codec).encode_latents
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_codec), "encode_latents", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with_two = tiny_codec.encode([photo], [0, 3])
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert tiny_codec.encode([photo], [0, 3]) == with_two
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {codec_module.ENCODE_THREADS}
