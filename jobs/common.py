@@ -105,7 +105,9 @@ def run_cli(job: str, cfg, run, quiet: bool) -> dict:
     return summary
 
 
-def add_common(p: argparse.ArgumentParser, model_help: str = "registered model name or model folder (default oscar-tiny)",
+def add_common(p: argparse.ArgumentParser,
+               model_help: str = "registered model name, model folder, or a folder on object storage (s3://...; "
+                                 "fetched once per node and checked by its hash) (default oscar-tiny)",
                model_default: str | None = "oscar-tiny") -> None:
     p.add_argument("--output", required=True, help="output URI (local folder, s3://..., gs://...)")
     p.add_argument("--model", default=model_default, help=model_help)

@@ -75,8 +75,7 @@ def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
 
     Why: redecoding an archive with the default model refused every archive not written by it.
     """
-    from oscar_model.model_info import ModelInfo
-
+    from .models import model_info
     from .storage import is_file, read_json
 
     manifest_uri = f"{archive.rstrip('/')}/run_manifest.json"
@@ -85,7 +84,7 @@ def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
     recorded = read_json(manifest_uri, storage)["model"]
     for candidate in (recorded.get("name"), recorded.get("path")):
         try:
-            if candidate and ModelInfo.read(candidate).model_id == recorded["model_id"]:
+            if candidate and model_info(candidate, storage).model_id == recorded["model_id"]:
                 return candidate
         except (FileNotFoundError, ValueError, KeyError):
             continue

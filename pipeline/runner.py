@@ -31,6 +31,7 @@ from .dataflow import LIGHT_TASK_CPUS
 from .delta import DeltaOutput
 from .faults import FAULT_ENV, TRACE_ENV
 from .legacy import is_marker_layout
+from .models import model_info
 from .progress import follow
 from .rows import batch_of, error_row
 from .sinks import RECEIPT, flatten, write_files
@@ -98,7 +99,7 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) ``job`` and writes ``run_manifest.json``; returns the summary."""
     t0 = time.time()
     cfg = job.config
-    model = ModelInfo.read(cfg.model)
+    model = model_info(cfg.model, cfg.storage)
     job.check(model)
     out = DeltaOutput(cfg.output, cfg.storage)
     if is_marker_layout(cfg.output, cfg.storage) and not out.exists():

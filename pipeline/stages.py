@@ -19,6 +19,7 @@ import numpy as np
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
 from .faults import inject_fault
+from .models import is_remote, local_model_folder
 from .rows import Batch, batch_of, failed, rows_of
 from .storage import StorageOptions, write_png
 
@@ -80,7 +81,10 @@ def load_codec(model: Any, device: str | None, max_pixels: int | None = None):
     torch.set_num_threads(1)
     if isinstance(model, OscarCodec):
         return model
-    codec = OscarCodec.from_pretrained(model.path if isinstance(model, ModelInfo) else model, device=device)
+    path = model.path if isinstance(model, ModelInfo) else model
+    if isinstance(model, ModelInfo) and is_remote(path):  # s3://...: fetched once per node, checked below
+        path = local_model_folder(model)
+    codec = OscarCodec.from_pretrained(path, device=device)
     if isinstance(model, ModelInfo):
         model.check(codec.model_hash)
     if max_pixels:

@@ -241,3 +241,28 @@ def test_webdataset_and_parquet_shards_over_s3(s3, ray_local, tiny_model_dir, tm
                          "--model", str(tiny_model_dir), "--quiet"]) == 0
     bits = table(out, "bitstreams").to_pylist()
     assert sorted(b["source_uri"] for b in bits) == [f"s3://{BUCKET}/hf/train-00000.parquet#img-{i}" for i in range(3)]
+
+
+def test_a_model_folder_on_s3_is_fetched_once_per_node_and_checked(s3, ray_local, tiny_model_dir, tiny_codec, tmp_path):
+    """--model s3://...: the driver reads only oscar.json, each node fetches the folder into a
+    cache named by the model hash; no shared volume."""
+    from pathlib import Path
+
+    from jobs import archive
+    from pipeline.models import local_model_folder, model_info
+
+    for f in Path(tiny_model_dir).rglob("*"):
+        if f.is_file():
+            s3.put_object(Bucket=BUCKET, Key=f"models/oscar-test/{f.relative_to(tiny_model_dir)}", Body=f.read_bytes())
+    remote = f"s3://{BUCKET}/models/oscar-test"
+    info = model_info(remote)
+    assert (info.model_id, info.path) == (tiny_codec.model_id.hex(), remote)
+    out = f"s3://{BUCKET}/from-remote-model"
+    assert archive.main(["--input", f"s3://{BUCKET}/photos/sub", "--output", out, "--rates", "L1", "--no-verify",
+                         "--model", remote, "--quiet"]) == 0
+    bits = table(out, "bitstreams").to_pylist()
+    assert len(bits) == 1 and bits[0]["model_id"] == tiny_codec.model_id.hex()
+    cached = Path(local_model_folder(info))  # what the actor fetched, on this (the only) node
+    assert (cached / ".fetched").exists() and (cached / "oscar.json").exists()
+    with pytest.raises(FileNotFoundError, match="is not an OSCAR model folder"):
+        model_info(f"s3://{BUCKET}/models/nothing-here")
