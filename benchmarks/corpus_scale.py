@@ -11,8 +11,8 @@ Three measurements, each printed as a table row and saved as JSON:
         the resume check on an output holding KEYS committed work units, built through the real
         commit code (pipeline.delta.DeltaOutput.commit_window, pipeline.sinks.write_table_file)
         with synthetic streams: one bitstreams row of 32 random bytes per unit, WINDOW units per
-        commit. The check is what run_job does before it plans: create_tables (no-op), heal,
-        done_and_models.
+        commit. The check is what run_job does before it plans: create_tables (no-op),
+        done_and_models, then heal with that done set.
     python benchmarks/corpus_scale.py markers --markers 250,1000 [--s3]
         the same check on the old layout (one JSON marker per part, 8 keys a part, written as
         the old sink wrote them), read by pipeline.legacy.committed_keys, the old reader.
@@ -117,10 +117,10 @@ def measure_resume(keys: int, window: int, base: str) -> dict:
         out.commit_window({"bitstreams": [f]}, [{"unit_id": u, "kind": "tar", "uri": u, "images": 1} for u in ids], "bench")
     build_s = time.time() - t0
     t0 = time.time()
-    check = DeltaOutput(output)
+    check = DeltaOutput(output)  # what run_job does before it plans
     check.create_tables()
-    check.heal()
     done, models = check.done_and_models()
+    check.heal(done)
     resume_s = time.time() - t0
     assert len(done) == keys and models == {"bench"}, (len(done), models)
     return {"layout": "delta", "work_units": keys, "commits": -(-keys // window), "build_s": round(build_s, 1),

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from oscar_model.cli import one_line
 from oscar_model.images import DEFAULT_MAX_PIXELS
 from pipeline.config import ActorConfig
 from pipeline.storage import StorageOptions
@@ -32,13 +33,8 @@ def guarded(job: str, fn: Callable[[], int]) -> int:
     try:
         return fn()
     except (*USER_ERRORS, OutputBusy) as e:
-        print(f"{job}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{job}: error: {one_line(e, limit=1500)}", file=sys.stderr)  # job errors may list a ladder
         return 2
-
-
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) < 1500 else text[:1500] + " ..."
 
 
 def parse_rates(text: str | None) -> tuple[float | int, ...] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .images import DEFAULT_MAX_PIXELS
 
-__all__ = ["main"]
+__all__ = ["main", "one_line"]
 
 _STARTED = time.perf_counter()  # the command's start, so reported times include imports and loading
 
@@ -89,7 +89,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             if not many:
                 raise
             failed += 1
-            print(f"oscar decode: error: {path}: {_one_line(e)}", file=sys.stderr)
+            print(f"oscar decode: error: {path}: {one_line(e)}", file=sys.stderr)
             continue
         Image.fromarray(image).save(target)
         print(f"{path} -> {target} ({image.shape[1]}x{image.shape[0]}) in {time.perf_counter() - t0:.2f} s")
@@ -231,19 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     except (BitstreamError, ModelWeightsMissing, ValueError, OSError, MemoryError) as e:
         # Bad input (ImageError, BitstreamError, CheckpointRefused are ValueErrors), missing or
         # unreadable files: one line, never a traceback.
-        print(f"oscar {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"oscar {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug of ours: still one line, with the type so it can be reported
         if os.environ.get("OSCAR_DEBUG"):
             raise
-        print(f"oscar {args.command}: internal error ({type(e).__name__}): {_one_line(e)} "
+        print(f"oscar {args.command}: internal error ({type(e).__name__}): {one_line(e)} "
               "(set OSCAR_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException, limit: int = 400) -> str:
+    """An exception as one line of at most ``limit`` characters: what every CLI error prints."""
     text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= 400 else text[:397] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 if __name__ == "__main__":

@@ -125,13 +125,12 @@ class DeltaOutput:
         return filesystem.get_file_info(f"{path}/_delta_log").type == pafs.FileType.Directory
 
     # ------------------------------------------------------------------ the commit record
-    def committed_units(self, columns: tuple[str, ...] = ("unit_id", "model_id", "window")) -> pa.Table:
-        """``work_units`` at its latest version: requests grow with its commits, not with images."""
-        return read_delta(self.output_uri, "work_units", self.storage, columns=list(columns))
-
     def done_and_models(self) -> tuple[set[str], set[str]]:
-        """(unit ids already committed, model ids they were written by); also sets the next window."""
-        units = self.committed_units(("unit_id", "model_id"))
+        """(unit ids already committed, model ids they were written by); also sets the next window.
+
+        Reads ``work_units`` at its latest version: requests grow with its commits, not with images.
+        """
+        units = read_delta(self.output_uri, "work_units", self.storage, columns=["unit_id", "model_id"])
         self.next_window = self.last_window() + 1
         return set(units.column("unit_id").to_pylist()), set(units.column("model_id").unique().to_pylist())
 
@@ -143,8 +142,11 @@ class DeltaOutput:
                 return int(info["oscar.window"])
         return -1
 
-    def heal(self) -> int:
+    def heal(self, done: set[str] | None = None) -> int:
         """Deletes the rows of every unit that has committed rows but is not done; returns how many.
+
+        ``done``: the committed units, when the caller has just read them (:meth:`done_and_models`,
+        which also sets the next window); else they are read here.
 
         Those are the partial units of the last committed window (each data commit carries the
         cumulative set) and the units of a torn window (results committed, ``work_units`` not).
@@ -152,7 +154,8 @@ class DeltaOutput:
         """
         if not self.exists():
             return 0
-        done, _ = self.done_and_models()
+        if done is None:
+            done, _ = self.done_and_models()
         suspects: set[str] = set()
         for name in TABLES:
             for info in self.recent_commits(name, self.table(name).version(), 20):

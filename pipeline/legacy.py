@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from .delta import DeltaOutput, delta_storage_options
+from .delta import DeltaOutput, delta_storage_options, table_uri
 from .rows import TABLES
 from .storage import StorageOptions, resolve
 
@@ -54,6 +54,7 @@ def convert_markers(output_uri: str, storage: StorageOptions | None = None, mode
 
     ``model_id`` is for markers that predate recording it (else the run manifest's is used).
     """
+    from deltalake import DeltaTable
     from deltalake.transaction import AddAction
 
     markers = read_markers(output_uri, storage)
@@ -64,10 +65,8 @@ def convert_markers(output_uri: str, storage: StorageOptions | None = None, mode
         raise FileExistsError(f"{output_uri} already holds Delta tables; nothing to convert")
     fallback = model_id or _manifest_model_id(output_uri, storage)
     filesystem, base = resolve(output_uri, storage)
-    from deltalake import DeltaTable
-
     for name in TABLES:  # the old files have no unit_id column: the tables keep their schema
-        uri = f"{output_uri.rstrip('/')}/{name}"
+        uri = table_uri(output_uri, name)
         DeltaTable.create(uri, schema=_old(name), mode="ignore", storage_options=delta_storage_options(uri, storage))
     out.create_tables()
     parts = {m["part"] for m in markers}

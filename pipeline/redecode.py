@@ -26,7 +26,7 @@ from .sources import WorkUnit
 from .stages import ArchiveDecodeStage
 from .storage import StorageOptions, resolve
 
-__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode", "read_archive_file", "archive_model"]
+__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode", "read_archive_file", "archive_model", "archive_index"]
 
 _COLUMNS = ["image_id", "source_uri", "width", "height", "rate_level", "bitstream"]
 
@@ -92,6 +92,21 @@ def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
                             f"folder {recorded.get('path')}), which is not on this machine: pass --model")
 
 
+def archive_index(dt) -> tuple[set[str], int]:
+    """(model ids, highest level) of a bitstreams table version, from its data files' statistics
+    in the Delta log: a request per commit, not a read of every stream. Files without statistics
+    (converted from the old layout) are read, two columns of them."""
+    import pyarrow as pa
+
+    files = pa.table(dt.get_add_actions(flatten=True))
+    needed = ("min.model_id", "max.model_id", "max.rate_level")
+    if all(c in files.column_names and files.column(c).null_count == 0 for c in needed):
+        ids = set(files.column("min.model_id").to_pylist()) | set(files.column("max.model_id").to_pylist())
+        return ids, int(pc.max(files.column("max.rate_level")).as_py())
+    index = dt.to_pyarrow_table(columns=["model_id", "rate_level"])
+    return set(index.column("model_id").unique().to_pylist()), int(pc.max(index.column("rate_level")).as_py())
+
+
 class RedecodeJob(Job):
     name = "redecode"
     config: RedecodeConfig
@@ -114,13 +129,12 @@ class RedecodeJob(Job):
         self.files = dt.file_uris()
         if not self.files:
             raise FileNotFoundError(f"{uri} (version {self.version}) holds no bitstreams")
-        index = dt.to_pyarrow_table(columns=["model_id", "rate_level"])
-        ids = set(index.column("model_id").unique().to_pylist())
+        ids, top_level = archive_index(dt)
         if ids - {model.model_id}:
             raise ValueError(f"archive was written by model id(s) {sorted(ids)}; --model {cfg.model} is {model.model_id}")
         self.level = cfg.from_level
         if self.level is None and cfg.rates:
-            self.level = int(pc.max(index.column("rate_level")).as_py())
+            self.level = top_level
 
     def units(self, model) -> list[WorkUnit]:
         tag = "all" if self.level is None else f"L{self.level}"

@@ -16,18 +16,19 @@ in-flight row carries its ``unit_id``; the last row a reader emits for a unit ca
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import pyarrow as pa
+
+from oscar_model.images import without_reprs
 
 if TYPE_CHECKING:
     from oscar_model import ModelInfo
 
 __all__ = [
     "BITSTREAMS", "METRICS", "ERRORS", "TABLES", "WORK_UNITS", "FLAT", "UNCOMPRESSED_COLUMNS",
-    "Batch", "ImageRow", "ERROR_FIELDS", "UNIT_FIELDS", "rows_of", "batch_of", "failed", "table_rows", "error_row",
+    "Batch", "ImageRow", "ERROR_FIELDS", "rows_of", "batch_of", "failed", "table_rows", "error_row",
 ]
 
 # ---------------------------------------------------------------------------- output tables
@@ -68,7 +69,6 @@ UNCOMPRESSED_COLUMNS = {"bitstream"}
 # ---------------------------------------------------------------------------- rows in flight
 Batch = dict[str, np.ndarray]
 ERROR_FIELDS = ("error_stage", "error_type", "error_message")
-UNIT_FIELDS = ("unit_id", "unit_size")
 
 
 class ImageRow(TypedDict, total=False):
@@ -139,7 +139,7 @@ def batch_of(rows: list[dict[str, Any]], columns: list[str] | None = None) -> Ba
 def failed(row: dict[str, Any], stage: str, exc: BaseException) -> dict[str, Any]:
     """``row`` marked as failed at ``stage``; object reprs (memory addresses) are taken out of
     the message so that equal errors group together in the errors table."""
-    message = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the data", str(exc))[:2000]
+    message = without_reprs(exc)[:2000]
     return {**row, "status": "error", "error_stage": stage, "error_type": type(exc).__name__, "error_message": message}
 
 

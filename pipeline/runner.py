@@ -108,8 +108,8 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     out.acquire_lease()
     try:
         out.create_tables()
-        healed = out.heal()
         done, models = out.done_and_models()
+        healed = out.heal(done)
         refuse_other_model(cfg.output, model, models)
         units = job.units(model)
         todo = [u for u in units if u.unit_id not in done]
@@ -234,8 +234,7 @@ def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: De
     from tqdm.auto import tqdm
 
     windows = CommitWindows(every_units=max(1, cfg.commit_units), every_s=60 * cfg.commit_minutes)
-    meta = {u.unit_id: (u.kind, u.uri) for u in todo}
-    committed: set[str] = set()
+    remaining = {u.unit_id: (u.kind, u.uri) for u in todo}  # _commit takes each unit out as it commits
     known = sum(len(u.members) for u in todo) if all(u.kind == "files" for u in todo) else None
     stop = threading.Event()
     with tqdm(total=known, desc=desc, unit="img", disable=not progress) as bar:
@@ -252,32 +251,33 @@ def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: De
                 if counter is None:
                     bar.update(r["ok"] + r["failed"])
             if windows.due():
-                committed |= _commit(out, windows, meta, model)
-                bar.set_postfix_str(f"units {len(committed)}/{len(todo)}, {out.next_window} windows")
-        committed |= _commit(out, windows, meta, model)
-        lost = sorted(set(meta) - committed)
-        if lost:  # an error row completes each lost unit, whatever part of it arrived before
-            rows = [error_row(meta[u][1], u, "read", "LostWork", "the unit's rows never all came back; rerun after "
-                              "deleting its rows to retry", unit_size=windows.seen.get(u, 0) + 1) for u in lost]
+                _commit(out, windows, remaining, model)
+                bar.set_postfix_str(f"units {len(todo) - len(remaining)}/{len(todo)}, {out.next_window} windows")
+        _commit(out, windows, remaining, model)
+        if remaining:  # an error row completes each lost unit, whatever part of it arrived before
+            rows = [error_row(uri, u, "read", "LostWork", "the unit's rows never all came back; rerun after "
+                              "deleting its rows to retry", unit_size=windows.seen.get(u, 0) + 1)
+                    for u, (_, uri) in sorted(remaining.items())]
             flat = flatten(batch_of(rows), model)
             r = json.loads(write_files(flat, out.output_uri, out.storage)[RECEIPT][0])
             windows.add(r)
             tally.add(r)
-            committed |= _commit(out, windows, meta, model)
+            _commit(out, windows, remaining, model)
         stop.set()
         bar.update(max(0, tally.ok + tally.failed - bar.n))
-        bar.set_postfix_str(f"units {len(committed)}/{len(todo)}, {out.next_window} windows")
+        bar.set_postfix_str(f"units {len(todo) - len(remaining)}/{len(todo)}, {out.next_window} windows")
 
 
-def _commit(out: DeltaOutput, windows: CommitWindows, meta: dict[str, tuple[str, str]], model: ModelInfo) -> set[str]:
-    """Commits the open window (if it holds anything); returns the units it made done."""
+def _commit(out: DeltaOutput, windows: CommitWindows, remaining: dict[str, tuple[str, str]], model: ModelInfo) -> None:
+    """Commits the open window (if it holds anything), taking the units it made done out of ``remaining``."""
     files, units, touched, partial = windows.take()
     if not files and not units:
-        return set()
-    rows = [{"unit_id": u, "kind": meta.get(u, ("", ""))[0], "uri": meta.get(u, ("", u))[1], "images": n}
-            for u, n in units.items()]
+        return
+    rows = []
+    for u, n in units.items():
+        kind, uri = remaining.pop(u)
+        rows.append({"unit_id": u, "kind": kind, "uri": uri, "images": n})
     out.commit_window(files, rows, model.model_id, touched, partial)
-    return set(units)
 
 
 def package_versions() -> dict[str, str]:

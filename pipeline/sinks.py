@@ -68,7 +68,7 @@ def write_table_file(table: pa.Table, name: str, output_uri: str, storage: Stora
     use_dict = [c for c in table.column_names if c not in UNCOMPRESSED_COLUMNS]
     with filesystem.open_output_stream(f"{folder}/{path}") as f:
         pq.write_table(table, f, compression=compression, use_dictionary=use_dict, row_group_size=16_384)
-    size = filesystem.get_file_info(f"{folder}/{path}").size
+        size = f.tell()  # the bytes written: no second request to ask the store
     return {"table": name, "path": path, "size": int(size), "rows": table.num_rows, "stats": _stats(table),
             "mtime_ms": int(time.time() * 1000)}
 
@@ -83,8 +83,7 @@ def flatten(batch: dict[str, np.ndarray], model: ModelInfo, progress: Any = None
         own = table_rows([r], model)
         first = len(flat)
         for name in ("bitstreams", "metrics", "errors"):
-            flat.extend({**row, "table": name, "unit_id": str(r["unit_id"]), "unit_size": 0, "image_rows": 0}
-                        for row in own[name])
+            flat.extend({**row, "table": name, "unit_size": 0, "image_rows": 0} for row in own[name])  # rows carry unit_id
         if len(flat) == first:  # nothing to write, but the image still counts for its unit
             flat.append({"table": "", "unit_id": str(r["unit_id"]), "source_uri": str(r.get("source_uri", ""))})
         flat[first].update(image_rows=1, unit_size=int(r.get("unit_size") or 0))

@@ -77,9 +77,6 @@ class CommitWindows:
             return True
         return bool(self.receipts) and time.monotonic() - self.opened >= self.every_s
 
-    def incomplete(self) -> set[str]:
-        return {u for u in self.seen if not self.complete(u)}
-
     def take(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int], set[str], set[str]]:
         """Removes and returns the open window: files per table, {unit: rows} of the units now
         complete, the units with rows in these files, and the cumulative partial set after it."""

@@ -105,6 +105,24 @@ def test_a_finished_rerun_starts_no_ray_and_commits_nothing(shard_archive, tmp_p
     assert {t: sorted(p.name for p in (out / t / "_delta_log").iterdir()) for t in logs} == logs
 
 
+def test_redecode_reads_the_archive_index_from_file_statistics(shard_archive, tiny_codec):
+    """Model ids and the top level come from the Delta log's per-file statistics, not from reading
+    every stream; they agree with the columns themselves."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from pipeline.delta import read_delta
+    from pipeline.redecode import archive_index
+
+    dt = DeltaTable(str(shard_archive / "bitstreams"))
+    stats = pa.table(dt.get_add_actions(flatten=True))
+    assert stats.column("max.rate_level").null_count == 0 and stats.column("min.model_id").null_count == 0
+    ids, top = archive_index(dt)
+    columns = read_delta(str(shard_archive), "bitstreams", columns=["model_id", "rate_level"])
+    assert ids == set(columns.column("model_id").to_pylist()) == {tiny_codec.model_id.hex()}
+    assert top == pc.max(columns.column("rate_level")).as_py() == 2
+
+
 def test_uncommitted_files_are_invisible(shard_archive, tmp_path):
     from pipeline.delta import read_delta
 
