@@ -154,12 +154,16 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
     env = {k: v for k, v in os.environ.items() if k in (FAULT_ENV, TRACE_ENV)}
     runtime_env = {"env_vars": env} if env else None
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    level = logging.INFO if verbose else logging.WARNING  # Ray's own INFO lines only with --verbose
     if address == "local":
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose,
-                 runtime_env=runtime_env)
+                 runtime_env=runtime_env, logging_level=level)
     else:
         check_reachable(address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose, logging_level=level)
+    import ray.data  # configures its logger on import: set the level after that
+
+    logging.getLogger("ray.data").setLevel(level)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose  # one bar, this job's, unless --verbose
     ctx.enable_operator_progress_bars = verbose
