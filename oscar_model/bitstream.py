@@ -8,7 +8,9 @@ unsigned LEB128 (7 bits a byte, low group first, high bit = more follows).
     4       1     format version (1)
     5       4     model id: first 4 bytes of SHA-256 over the model's weights
     9       1     rate level (index into the model's ladder)
-    10      1     flags: bits 0-1 payload coding (0 fixed-length, 1 rANS, 2 context rANS); other bits 0
+    10      1     flags: bits 0-1 payload coding (0 fixed-length, 1 rANS, 2 context rANS);
+                        bit 2 folded (a thin image coded folded, see :mod:`oscar_model.folding`);
+                        other bits 0
     11      var   original image height, varint
     ..      var   original image width, varint
     ..      1     C, number of latent channels
@@ -46,6 +48,7 @@ FORMAT_VERSION = 1
 CODING_FIXED = 0
 CODING_RANS = 1
 CODING_CONTEXT = 2
+FLAG_FOLDED = 0b100
 _CODINGS = {CODING_FIXED: "fixed", CODING_RANS: "rans", CODING_CONTEXT: "rans-context"}
 RMS_STEPS_PER_OCTAVE = 20
 RMS_ZERO_CODE = 128
@@ -65,6 +68,8 @@ class Container:
     rms_codes: tuple[int, ...]
     payload: bytes
     version: int = FORMAT_VERSION
+    folded: bool = False
+    """The image was coded folded (:mod:`oscar_model.folding`); height and width stay the original's."""
 
     def __post_init__(self) -> None:
         if len(self.model_id) != 4:
@@ -92,6 +97,7 @@ class Container:
             "width": self.width,
             "latent_rms": [round(float(v), 5) for v in dequantize_rms(self.rms_codes)],
             "payload_bytes": len(self.payload),
+            "folded": self.folded,
         }
 
 
@@ -138,7 +144,7 @@ class _Reader:
 
 def pack(c: Container) -> bytes:
     body = bytearray(MAGIC)
-    body += bytes([c.version]) + c.model_id + bytes([c.rate_index, c.coding])
+    body += bytes([c.version]) + c.model_id + bytes([c.rate_index, c.coding | (FLAG_FOLDED if c.folded else 0)])
     body += _varint(c.height) + _varint(c.width)
     body += bytes([len(c.rms_codes)]) + bytes(c.rms_codes)
     body += _varint(len(c.payload)) + c.payload
@@ -159,9 +165,10 @@ def unpack(data: bytes) -> Container:
     r = _Reader(data[:-4])
     r.take(5, "magic and version")
     model_id = r.take(4, "model id")
-    rate_index, coding = r.take(2, "rate level and flags")
-    if coding >> 2:
-        raise BitstreamError(f"flags byte {coding:#04x} has reserved bits set")
+    rate_index, flags = r.take(2, "rate level and flags")
+    if flags >> 3:
+        raise BitstreamError(f"flags byte {flags:#04x} has reserved bits set")
+    coding, folded = flags & 0b11, bool(flags & FLAG_FOLDED)
     height = r.varint("height")
     width = r.varint("width")
     (n_ch,) = r.take(1, "channel count")
@@ -174,7 +181,7 @@ def unpack(data: bytes) -> Container:
     if zlib.crc32(data[:-4]) != crc:
         raise BitstreamError("CRC-32 mismatch: the stream is corrupted")
     try:
-        return Container(model_id, rate_index, coding, height, width, rms, payload, version)
+        return Container(model_id, rate_index, coding, height, width, rms, payload, version, folded)
     except ValueError as e:
         raise BitstreamError(f"invalid header: {e}") from e
 

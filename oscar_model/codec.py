@@ -3,7 +3,8 @@
 The networks and their tensor-level steps are :class:`~oscar_model.model.OscarModel`'s; this
 adds what users hold: images in, streams out, and back. Same-size images are batched; an image
 larger than the model's tile is coded tile by tile (:mod:`oscar_model.tiled_codec`) with the
-same bitstream. On CUDA the decoder's networks run under bf16 autocast.
+same bitstream. A thin image (a strip a few pixels tall) is coded folded into a near-square one
+(:mod:`oscar_model.folding`). On CUDA the decoder's networks run under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from .bitstream import BitstreamError, Container, dequantize_rms, pack, quantize_rms, unpack
 from .config import CodecConfig
 from .entropy import decode_indices, encode_indices
+from .folding import Fold, fold, fold_layout, unfold
 from .images import DEFAULT_MAX_PIXELS, ImageLike, same_size_batches, to_rgb_array
 from .model import OscarModel
 from .rates import RateLike, RatePoint
@@ -83,9 +85,16 @@ class OscarCodec(OscarModel):
         out: list[list[bytes]] = [[b""] * len(points) for _ in arrays]
         ae_ms = [0.0] * len(arrays)
         rate_ms = [[0.0] * len(points) for _ in arrays]
+        layouts = [fold_layout(*a.shape[:2], self.stride) for a in arrays]
+        originals, arrays = arrays, [a if f is None else fold(a, f) for a, f in zip(arrays, layouts)]
+
+        def pack_image(i: int, codes: np.ndarray, point: RatePoint, rms: np.ndarray) -> bytes:
+            h, w = originals[i].shape[:2]
+            return self._pack(codes, point, h, w, rms, folded=layouts[i] is not None)
+
         for idxs in same_size_batches(arrays, batch_size):
             h, w = arrays[idxs[0]].shape[:2]
-            self.check_size(h, w, "image")
+            self.check_size(h, w, "image" if layouts[idxs[0]] is None else "folded")
             if not self.fits_one_tile(h, w):
                 if refine_steps > 0:
                     raise ValueError(f"--refine works on images up to one tile ({self.tiling.tile * 8} px); this one is {w}x{h}")
@@ -95,7 +104,7 @@ class OscarCodec(OscarModel):
                     ae_ms[i] = (time.perf_counter() - t0) * 1000
                     for pos, point in enumerate(points):
                         t1 = time.perf_counter()
-                        out[i][pos] = self._pack(codes[pos], point, h, w, rms)
+                        out[i][pos] = pack_image(i, codes[pos], point, rms)
                         rate_ms[i][pos] = (time.perf_counter() - t1) * 1000
                 continue
             t0 = time.perf_counter()
@@ -113,7 +122,7 @@ class OscarCodec(OscarModel):
                 else:
                     codes = self.hyper_encoders[point.index].encode(z).cpu().numpy()
                 for b, i in enumerate(idxs):
-                    out[i][pos] = self._pack(codes[b], point, h, w, rms[b])
+                    out[i][pos] = pack_image(i, codes[b], point, rms[b])
                 t_rate = (time.perf_counter() - t1) * 1000 / len(idxs)
                 for i in idxs:
                     rate_ms[i][pos] = t_rate
@@ -126,15 +135,29 @@ class OscarCodec(OscarModel):
         f = int(self.autoencoder.downscale)
         return self.tiling.fits(-(-height // self.stride) * self.stride // f, -(-width // self.stride) * self.stride // f)
 
-    def _pack(self, codes: np.ndarray, point: RatePoint, h: int, w: int, rms: np.ndarray) -> bytes:
+    def _pack(self, codes: np.ndarray, point: RatePoint, h: int, w: int, rms: np.ndarray, folded: bool) -> bytes:
         coding, payload = encode_indices(
             codes.reshape(point.groups, -1), point.codebook_size, self.entropy_tables.get(point.index),
             self.context_models.get(point.index), codes.shape[-2:],
         )
-        return pack(Container(self.model_id, point.index, coding, h, w, quantize_rms(rms), payload))
+        return pack(Container(self.model_id, point.index, coding, h, w, quantize_rms(rms), payload, folded=folded))
+
+    def layout(self, c: Container) -> Fold | None:
+        """How a stream's image was coded: its fold, or None (coded as it is)."""
+        if not c.folded:
+            return None
+        layout = fold_layout(c.height, c.width, self.stride)
+        if layout is None:
+            raise BitstreamError(f"stream says folded, but a {c.width}x{c.height} image is never coded folded")
+        return layout
+
+    def coded_size(self, c: Container) -> tuple[int, int]:
+        """The (height, width) the networks decode for a stream: the folded size of a folded one."""
+        layout = self.layout(c)
+        return (c.height, c.width) if layout is None else layout.coded_size
 
     def parse(self, stream: bytes) -> tuple[Container, RatePoint]:
-        """Unpacks a stream and checks that this model can decode it."""
+        """Unpacks a stream and checks that this model can decode it (and that its work is bounded)."""
         c = unpack(stream)
         if c.model_id != self.model_id:
             raise BitstreamError(
@@ -146,7 +169,7 @@ class OscarCodec(OscarModel):
         if len(c.rms_codes) != self.autoencoder.latent_channels:
             raise BitstreamError(f"stream has {len(c.rms_codes)} latent channels, model {self.autoencoder.latent_channels}")
         try:
-            self.check_size(c.height, c.width, "stream claims a")
+            self.check_size(*self.coded_size(c), "stream claims a" + (" folded" if c.folded else ""))
         except ValueError as e:
             raise BitstreamError(str(e)) from None
         return c, self.ladder.get(c.rate_index)
@@ -165,7 +188,8 @@ class OscarCodec(OscarModel):
             )
 
     def _indices(self, c: Container, point: RatePoint) -> np.ndarray:
-        ph, pw = (-(-c.height // self.stride) * self.stride, -(-c.width // self.stride) * self.stride)
+        h, w = self.coded_size(c)
+        ph, pw = (-(-h // self.stride) * self.stride, -(-w // self.stride) * self.stride)
         gh, gw = point.grid(ph, pw)
         flat = decode_indices(
             c.payload, c.coding, point.groups, gh * gw, point.codebook_size,
@@ -192,7 +216,7 @@ class OscarCodec(OscarModel):
         codes = [self._indices(c, p) for c, p in parsed]
         groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
         for i, (c, _) in enumerate(parsed):
-            groups[(c.height, c.width, c.rate_index)].append(i)
+            groups[(*self.coded_size(c), c.rate_index)].append(i)
         out: list[np.ndarray | None] = [None] * len(streams)
         for (h, w, rate_index), members in groups.items():
             point = self.ladder.get(rate_index)
@@ -210,6 +234,9 @@ class OscarCodec(OscarModel):
                 pixels = to_pixels(images[:, :, :h, :w])
                 for b, i in enumerate(chunk):
                     out[i] = pixels[b]
+        for i, (c, _) in enumerate(parsed):
+            if (layout := self.layout(c)) is not None:
+                out[i] = unfold(out[i], layout)
         return out  # type: ignore[return-value]
 
     @staticmethod
