@@ -1,4 +1,4 @@
-"""Audit a corpus: OSCAR at every rate against JPEG, WebP and AVIF at the same bpp.
+"""Audit a corpus: OSCAR at every rate against JPEG, WebP and AVIF: BD-rates, RD curves, crops.
 
 Usage:
     python -m jobs.audit --input s3://bucket/photos --output s3://bucket/audit \
@@ -6,8 +6,10 @@ Usage:
 
 With no --input it audits scikit-image's sample photos (none of them in Kodak or BSDS500).
 
-Per-image metrics go to metrics/ (one row per image, codec and level); summary.json, rd.png
-and report.html (one page: plot + table) are written under --output. Reruns resume.
+Per-image metrics go to metrics/ (one row per image, codec and setting: OSCAR's levels, each
+classical codec's quality sweep, and each classical codec matched to OSCAR's bpp); summary.json
+(with the BD-rates), bd_rates/ (per image), rd.png and report.html are written under --output.
+Reruns resume; --report-only rebuilds the report from the committed tables.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import sys
 
 import jobs.common as cli
-from pipeline.audit import AuditConfig, run_audit
+from pipeline.audit import AuditConfig, rebuild_report, run_audit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: the --model's name and any of jpeg, webp, avif; each classical codec is "
                         "matched per image to the bpp OSCAR reached (default oscar-tiny,jpeg,webp,avif)")
     p.add_argument("--rates", default=None,
-                   help="comma-separated OSCAR levels as bpp (nearest level) or L<i>; default: the whole ladder")
+                   help="comma-separated OSCAR levels as bpp (nearest level) or L<i>; default: the whole ladder "
+                        "(BD-rates need at least two)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild summary.json, bd_rates/, rd.png and report.html from the committed tables of --output "
+                        "(no encoding; --input is not needed)")
     cli.add_common(p)
     return p
 
@@ -37,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.report_only:
+        cfg = AuditConfig(input="", **cli.common_config(args))
+        print(f"report: {rebuild_report(cfg)}")
+        return 0
     cfg = AuditConfig(**cli.input_config(args), codecs=tuple(c.strip() for c in args.codecs.split(",")),
                       rates=cli.parse_rates(args.rates), **cli.common_config(args))
     summary = cli.run_cli("audit", cfg, run_audit, args.quiet)

@@ -1,5 +1,5 @@
-"""The audit job: read -> decode -> OSCAR encode + one-step decode -> classical codecs at the
-bpp OSCAR reached -> write, then a report (summary.json, rd.png, report.html)."""
+"""The audit job: read -> decode -> OSCAR encode + one-step decode -> classical codecs over their
+quality sweeps and at the bpp OSCAR reached -> write, then the report (:mod:`pipeline.report`)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from .report import write_report
 from .runner import ImagesJob, run_job
 from .stages import ClassicCodecStage
 
-__all__ = ["AuditConfig", "AuditJob", "run_audit"]
+__all__ = ["AuditConfig", "AuditJob", "run_audit", "rebuild_report"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class AuditConfig(ImagesConfig):
     """Attributes (besides :class:`~pipeline.config.ImagesConfig`'s):
-        codecs: the --model's name and any of "jpeg", "webp", "avif"; the classical codecs are
-            matched per image to the bpp OSCAR reached at each level.
+        codecs: the --model's name and any of "jpeg", "webp", "avif"; each classical codec is run
+            over its quality sweep and matched per image to the bpp OSCAR reached at each level.
         rates: OSCAR levels as bpp or level index; None = the whole ladder.
         classic_cpus: CPUs of the one classical-codec actor.
     """
@@ -60,9 +60,26 @@ class AuditJob(ImagesJob):
         return write_results(ds, cfg, model, self.progress)
 
     def finish(self, summary: dict[str, Any], model) -> None:
-        summary["report"] = write_report(self.config.output, self.config.storage, self.config.codecs, model.name)
+        summary["report"] = write_report(self.config.output, self.config.storage, model)
 
 
 def run_audit(cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) an audit and writes its report; returns the summary (with the report's URI)."""
     return run_job(AuditJob(cfg), progress)
+
+
+def rebuild_report(cfg: AuditConfig) -> str:
+    """The report again from the committed tables, without encoding anything; refuses an output
+    whose streams another model wrote (their crops could not be decoded)."""
+    from .delta import DeltaOutput
+    from .models import model_info
+
+    out = DeltaOutput(cfg.output, cfg.storage)
+    if not out.exists():
+        raise ValueError(f"{cfg.output} holds no audit tables: run the audit first")
+    model = model_info(cfg.model, cfg.storage)
+    _, models = out.done_and_models()
+    if models and models != {model.model_id}:
+        raise ValueError(f"{cfg.output} was written by model id {', '.join(sorted(models))}, --model {cfg.model} is "
+                         f"{model.model_id}: pass the model that wrote it")
+    return write_report(cfg.output, cfg.storage, model)

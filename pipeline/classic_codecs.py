@@ -1,8 +1,13 @@
-"""Classical codecs through Pillow (JPEG, WebP, AVIF), matched to a target bpp.
+"""Classical codecs through Pillow (JPEG, WebP, AVIF): a quality sweep, or matched to a target bpp.
 
-The quality setting is searched per image (bisection over the integer quality scale) for the
-file whose bpp is closest to the target from below when possible; a codec that cannot go
-that low says so (``reached=False``) instead of silently reporting a higher rate.
+Two ways the audit uses them, per image:
+
+* **sweep** (:func:`sweep`): every quality of the codec's grid (``CLASSIC_CODECS[c]["sweep"]``),
+  12 settings each, denser at the low qualities where OSCAR's ladder sits: the codec's whole
+  rate-distortion curve, from which BD-rates are computed.
+* **matched** (:func:`match_bpp`): the quality is searched (bisection over the integer quality
+  scale) for the largest file at or below the bpp OSCAR reached; a codec that cannot go that
+  low says so (``reached=False``) instead of silently reporting a higher rate.
 """
 
 from __future__ import annotations
@@ -14,12 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, features
 
-__all__ = ["CLASSIC_CODECS", "ClassicResult", "encode_classic", "match_bpp", "available_codecs"]
+__all__ = ["CLASSIC_CODECS", "ClassicResult", "encode_classic", "decode_classic", "match_bpp", "sweep",
+           "available_codecs"]
 
 CLASSIC_CODECS = {
-    "jpeg": {"format": "JPEG", "kwargs": {"subsampling": 2, "optimize": True}, "q_range": (1, 95)},
-    "webp": {"format": "WEBP", "kwargs": {"method": 6}, "q_range": (0, 100)},
-    "avif": {"format": "AVIF", "kwargs": {"speed": 6, "subsampling": "4:2:0"}, "q_range": (0, 100)},
+    "jpeg": {"format": "JPEG", "kwargs": {"subsampling": 2, "optimize": True}, "q_range": (1, 95),
+             "sweep": (1, 2, 3, 5, 8, 12, 17, 25, 35, 50, 70, 90)},
+    "webp": {"format": "WEBP", "kwargs": {"method": 6}, "q_range": (0, 100),
+             "sweep": (0, 2, 5, 10, 15, 20, 30, 40, 55, 70, 85, 95)},
+    "avif": {"format": "AVIF", "kwargs": {"speed": 6, "subsampling": "4:2:0"}, "q_range": (0, 100),
+             "sweep": (0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90)},
 }
 
 
@@ -49,13 +58,34 @@ def decode_classic(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def match_bpp(image: np.ndarray, codec: str, target_bpp: float) -> ClassicResult:
-    """The highest quality whose file is at or below ``target_bpp`` (bisection)."""
+def _timed(image: np.ndarray, codec: str, quality: int) -> tuple[bytes, float]:
+    t0 = time.perf_counter()
+    data = encode_classic(image, codec, quality)
+    return data, 1000 * (time.perf_counter() - t0)
+
+
+def sweep(image: np.ndarray, codec: str) -> list[ClassicResult]:
+    """The codec at every quality of its sweep grid (all reached: there is no target)."""
+    if codec not in CLASSIC_CODECS:
+        raise ValueError(f"unknown codec {codec!r}; expected one of {sorted(CLASSIC_CODECS)}")
+    h, w = image.shape[:2]
+    out = []
+    for q in CLASSIC_CODECS[codec]["sweep"]:
+        data, ms = _timed(image, codec, q)
+        out.append(ClassicResult(codec, q, data, 8 * len(data) / (h * w), True, ms))
+    return out
+
+
+def match_bpp(image: np.ndarray, codec: str, target_bpp: float, cache: dict[int, bytes] | None = None) -> ClassicResult:
+    """The highest quality whose file is at or below ``target_bpp`` (bisection).
+
+    ``cache`` (quality -> file) saves encodes across the targets of one image and codec.
+    """
     if codec not in CLASSIC_CODECS:
         raise ValueError(f"unknown codec {codec!r}; expected one of {sorted(CLASSIC_CODECS)}")
     h, w = image.shape[:2]
     lo, hi = CLASSIC_CODECS[codec]["q_range"]
-    cache: dict[int, bytes] = {}
+    cache = {} if cache is None else cache
 
     def bpp_at(q: int) -> float:
         if q not in cache:
@@ -73,7 +103,5 @@ def match_bpp(image: np.ndarray, codec: str, target_bpp: float) -> ClassicResult
                 best, a = mid, mid + 1
             else:
                 b = mid - 1
-    t0 = time.perf_counter()
-    data = encode_classic(image, codec, best)
-    encode_ms = 1000 * (time.perf_counter() - t0)
+    data, encode_ms = _timed(image, codec, best)
     return ClassicResult(codec, best, data, 8 * len(data) / (h * w), reached, encode_ms)

@@ -70,8 +70,10 @@ def delta_storage_options(uri: str, storage: StorageOptions | None) -> dict[str,
 
 
 def read_delta(output_uri: str, table: str, storage: StorageOptions | None = None, version: int | None = None,
-               columns: list[str] | None = None) -> pa.Table:
-    """A committed table (at ``version``, default the latest); an absent table reads as empty."""
+               columns: list[str] | None = None, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
+    """A committed table (at ``version``, default the latest), its rows where every ``filters``
+    term holds (``[("image_id", "in", [...])]``: only the files that can hold them are read); an
+    absent table reads as empty."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -81,7 +83,17 @@ def read_delta(output_uri: str, table: str, storage: StorageOptions | None = Non
         dt = DeltaTable(uri, version=version, storage_options=delta_storage_options(uri, storage))
     except TableNotFoundError:
         return schema.empty_table().select(columns or schema.names)
-    return dt.to_pyarrow_table(columns=columns)
+    return dt.to_pyarrow_table(columns=columns, filters=filters)
+
+
+def write_derived(output_uri: str, table: str, data: pa.Table, storage: StorageOptions | None = None) -> str:
+    """Replaces a table derived from the committed ones (the audit's ``bd_rates``) in one commit;
+    rebuilt whole each time, so it never drifts from what it was computed from."""
+    from deltalake import write_deltalake
+
+    uri = table_uri(output_uri, table)
+    write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite", storage_options=delta_storage_options(uri, storage))
+    return uri
 
 
 @dataclass

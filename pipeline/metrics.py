@@ -47,8 +47,10 @@ def ms_ssim_rgb(a: np.ndarray, b: np.ndarray) -> float:
     if side < win:
         return float("nan")
     weights = torch.tensor(MS_SSIM_WEIGHTS[:scales])
-    ta = torch.from_numpy(a).permute(2, 0, 1)[None].double()
-    tb = torch.from_numpy(b).permute(2, 0, 1)[None].double()
+    # float32: 5x faster than float64 (0.17 s against 0.83 s on a 768x512 image, one thread), and
+    # the value differs by about 1e-7; the audit measures some 60 images' worth per photo.
+    ta = torch.tensor(a).permute(2, 0, 1)[None].float()
+    tb = torch.tensor(b).permute(2, 0, 1)[None].float()
     if scales == 1 or side <= (win - 1) * 16:
         return float(ssim(ta, tb, data_range=255.0, win_size=win))
     return float(ms_ssim(ta, tb, data_range=255.0, win_size=win, weights=(weights / weights.sum()).tolist()))

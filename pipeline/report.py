@@ -1,112 +1,240 @@
-"""Audit outputs: a summary per codec and level, RD plots and a one-page HTML report."""
+"""The audit's outputs, rebuilt from its committed tables: summary.json (means per codec and
+setting, BD-rates), the ``bd_rates`` table (per image), rd.png, and one self-contained
+report.html (BD-rates, RD curves, side-by-side crops, the worst images, the spread per level).
+
+Everything here reads ``metrics/`` and ``bitstreams/`` only, so ``jobs.audit --report-only``
+rebuilds it without re-encoding the corpus.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 from collections import defaultdict
 from typing import Any
 
-from .delta import read_delta
+import pyarrow as pa
+
+from oscar_model.model_info import ModelInfo
+
+from .bd_rate import METRICS, headline_bd_rates, mean_curves, per_image_bd_rates
+from .crops import comparison_crops, read_original
+from .delta import read_delta, write_derived
+from .report_figures import METRIC_LABELS, quality_spread_png, rd_curves_png
 from .storage import StorageOptions, write_bytes, write_json
 
-__all__ = ["summarize_metrics", "rd_plot_png", "write_report"]
+__all__ = ["summarize_metrics", "worst_images", "write_report"]
+
+COLUMNS = {"codec": "Codec", "mode": "Mode", "setting": "Setting", "images": "Images", "unreached": "Can't reach",
+           "bpp": "bpp", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS",
+           "encode_ms": "Encode (ms/image)", "decode_ms": "Decode (ms/image)"}
+DIGITS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "encode_ms": 0, "decode_ms": 0}
+WORST = 5
 
 
-def summarize_metrics(rows: list[dict[str, Any]], codecs: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Mean bpp / PSNR / MS-SSIM / times per (codec, OSCAR level).
+def _mean(vals: list[Any]) -> float | None:
+    vals = [v for v in vals if v is not None and not (isinstance(v, float) and (math.isnan(v) or math.isinf(v)))]
+    return sum(vals) / len(vals) if vals else None
 
-    Means are over the images the codec reached (file at or below OSCAR's bpp); the others are
-    counted in ``unreached``: their files are bigger than the target, and averaging them in
-    would credit the codec with quality bought by extra bits.
-    """
-    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+
+def summarize_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Means per (codec, mode, setting): OSCAR per level, each classical codec per sweep quality
+    and per OSCAR level it was matched to. Means are over the rows that reached their target;
+    the others are counted in ``unreached`` (their metrics are null)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        if r["bpp"] is None or (codecs and r["codec"] not in codecs and not any(c.startswith("oscar") for c in [r["codec"]])):
+        if r.get("mode") not in ("sweep", "matched"):
             continue
-        groups[(r["codec"], int(r["rate_level"]))].append(r)
-
-    def mean(vals):
-        vals = [v for v in vals if v is not None and not (isinstance(v, float) and (math.isnan(v) or math.isinf(v)))]
-        return round(sum(vals) / len(vals), 5) if vals else None
-
+        key = f"at OSCAR L{r['rate_level']}" if r["mode"] == "matched" else r["setting"]
+        groups[(r["codec"], r["mode"], key)].append(r)
     out = []
-    for (codec, level), all_rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        rs = [r for r in all_rows if "cannot reach" not in (r["setting"] or "")]
-        out.append({
-            "codec": codec, "rate_level": level, "images": len(rs),
-            "bpp": mean([r["bpp"] for r in rs]), "psnr": mean([r["psnr"] for r in rs]),
-            "ms_ssim": mean([r["ms_ssim"] for r in rs]), "lpips": mean([r["lpips"] for r in rs]),
-            "encode_ms": mean([r["encode_ms"] for r in rs]), "decode_ms": mean([r["decode_ms"] for r in rs]),
-            "unreached": len(all_rows) - len(rs),
-        })
-    return out
+    for (codec, mode, setting), members in groups.items():
+        reached = [m for m in members if m.get("reached")]
+        entry: dict[str, Any] = {"codec": codec, "mode": mode, "setting": setting, "rate_level": members[0]["rate_level"],
+                                 "images": len(reached),
+                                 "unreached": len(members) - len(reached)}
+        for key in ("bpp", *METRICS, "encode_ms", "decode_ms"):
+            value = _mean([m.get(key) for m in reached])
+            entry[key] = None if value is None else round(value, 6)
+        out.append(entry)
+    return sorted(out, key=lambda e: (e["codec"], e["mode"], e["rate_level"] if e["mode"] == "matched" else 0,
+                                      e["bpp"] if e["bpp"] is not None else math.inf))
 
 
-def rd_plot_png(summary: list[dict[str, Any]], title: str = "rate-distortion", extra: dict[str, list[tuple[float, float, float]]] | None = None) -> bytes:
-    """bpp vs PSNR and MS-SSIM, one line per codec (``extra``: name -> [(bpp, psnr, ms_ssim)])."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    by_codec: dict[str, list[dict]] = defaultdict(list)
-    for s in summary:
-        by_codec[s["codec"]].append(s)
-    for codec, rows in by_codec.items():
-        rows = sorted(rows, key=lambda r: r["bpp"] or 0)
-        bold = codec.startswith("oscar")
-        for ax, key in zip(axes, ("psnr", "ms_ssim")):
-            pts = [(r["bpp"], r[key]) for r in rows if r["bpp"] is not None and r[key] is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", lw=2.5 if bold else 1.5, label=codec)
-    for name, pts in (extra or {}).items():
-        pts = sorted(pts)
-        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, alpha=0.7, label=name)
-        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], ls="--", lw=1, alpha=0.7, label=name)
-    for ax, label in zip(axes, ("RGB PSNR (dB)", "MS-SSIM (RGB)")):
-        ax.set_xlabel("bits per pixel (every byte counted)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+def worst_images(rows: list[dict[str, Any]], model: str, n: int = WORST) -> list[dict[str, Any]]:
+    """The ``n`` images where the model does worst against the best classical codec: at each
+    level, the best matched classical quality (at or below OSCAR's bpp) minus OSCAR's, averaged
+    over the levels (MS-SSIM; PSNR where MS-SSIM was not measured)."""
+    per_image: dict[str, dict[int, dict[str, list[dict[str, Any]]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if r.get("rate_level") is None or r.get("mode") not in ("sweep", "matched"):
+            continue
+        if (r["codec"] == model and r["mode"] == "sweep") or (r["mode"] == "matched" and r.get("reached")):
+            per_image[r["image_id"]][int(r["rate_level"])][r["codec"]].append(r)
+    scored = []
+    for image_id, levels in per_image.items():
+        gaps = []
+        for level, codecs in levels.items():
+            oscar = codecs.get(model, [None])[0]
+            metric = "ms_ssim" if oscar and oscar.get("ms_ssim") is not None else "psnr"
+            rivals = [rs[0][metric] for c, rs in codecs.items() if c != model and rs[0].get(metric) is not None]
+            if oscar and oscar.get(metric) is not None and rivals:
+                gaps.append((max(rivals) - oscar[metric], metric, level))
+        if gaps:
+            any_row = next(iter(next(iter(levels.values())).values()))[0]
+            scored.append({"image_id": image_id, "source_uri": any_row["source_uri"], "metric": gaps[0][1],
+                           "gap": sum(g for g, _, _ in gaps) / len(gaps)})
+    return sorted(scored, key=lambda s: -s["gap"])[:n]
 
 
-def _html_table(summary: list[dict[str, Any]]) -> str:
-    cols = ["codec", "rate_level", "images", "bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms", "unreached"]
-    head = "".join(f"<th>{c}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{'-' if s[c] is None else html.escape(str(s[c]))}</td>" for c in cols) + "</tr>" for s in summary
-    )
+def _fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    if key in DIGITS:
+        return f"{value:,.{DIGITS[key]}f}"
+    return html.escape(str(value))
+
+
+def _table(entries: list[dict[str, Any]], columns: dict[str, str]) -> str:
+    head = "".join(f"<th>{html.escape(label)}</th>" for label in columns.values())
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(k, e.get(k))}</td>" for k in columns) + "</tr>" for e in entries)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(output_uri: str, storage: StorageOptions | None, codecs: tuple[str, ...], model_name: str) -> str:
-    """Writes summary.json, rd.png and report.html under ``output_uri``; returns the report's URI."""
+def _img(png: bytes, alt: str, css: str = "") -> str:
+    return f'<img alt="{html.escape(alt)}" class="{css}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _bd_table(bd: dict[str, dict[str, Any]]) -> str:
+    metrics = [m for m in METRICS if any(m in e for e in bd.values())]
+    head = "<th>against</th>" + "".join(f"<th>BD-rate, {METRIC_LABELS[m].split(' (')[0]}</th>" for m in metrics)
+    body = ""
+    for codec, e in bd.items():
+        cells = []
+        for m in metrics:
+            value, overlap = e.get(m), e["overlaps"].get(m)
+            text = "no overlap" if value is None else f"{value:+.1f}%"
+            span = "" if not overlap else f"<small> over {overlap[0]:.4g}–{overlap[1]:.4g}</small>"
+            cells.append(f'<td class="{"good" if value is not None and value < 0 else ""}">{text}{span}</td>')
+        body += f"<tr><td>{html.escape(codec)}</td>{''.join(cells)}</tr>"
+    return f'<table class="bd"><tr>{head}</tr>{body}</table>'
+
+
+def _decoder(model: ModelInfo, storage: StorageOptions | None):
+    from oscar_model.codec import OscarCodec
+
+    from .models import local_model_folder
+
+    return OscarCodec.from_pretrained(local_model_folder(model, storage), device="cpu")
+
+
+def _crops(output_uri: str, storage: StorageOptions | None, rows: list[dict[str, Any]], model: ModelInfo,
+           images: list[str], levels: list[int]) -> dict[str, list[tuple[int, bytes]] | str]:
+    """image_id -> its panels per level, or why there are none."""
+    wanted = read_delta(output_uri, "bitstreams", storage, columns=["image_id", "rate_level", "bitstream", "model_id"],
+                        filters=[("image_id", "in", images)]).to_pylist()
+    codec = _decoder(model, storage) if wanted else None
+    out: dict[str, list[tuple[int, bytes]] | str] = {}
+    for image_id in images:
+        streams = {int(b["rate_level"]): b["bitstream"] for b in wanted if b["image_id"] == image_id and b["rate_level"] in levels}
+        mine = [r for r in rows if r["image_id"] == image_id]
+        try:
+            if codec is None or set(streams) != set(levels):
+                raise ValueError("its streams are not in bitstreams/")
+            original = read_original(mine[0]["source_uri"], storage)
+            decoded = dict(zip(streams, codec.decode(list(streams.values()))))
+            out[image_id] = comparison_crops(original, decoded, mine, model.name, levels)
+        except Exception as e:  # a moved source, another model's streams: the report says so and goes on
+            out[image_id] = f"no crops: {type(e).__name__}: {e}"
+    return out
+
+
+def write_report(output_uri: str, storage: StorageOptions | None, model: ModelInfo) -> str:
+    """Writes summary.json, the bd_rates table, rd.png and report.html under ``output_uri``;
+    returns the report's URI."""
     rows = read_delta(output_uri, "metrics", storage).to_pylist()
     errors = read_delta(output_uri, "errors", storage).num_rows
+    name = model.name
+    curves = mean_curves(rows)
+    bd = headline_bd_rates(curves, name)
+    per_image = per_image_bd_rates(rows, name)
+    if per_image:
+        write_derived(output_uri, "bd_rates", pa.Table.from_pylist(per_image), storage)
     summary = summarize_metrics(rows)
-    write_json(output_uri, "summary.json", {"summary": summary, "errors": errors}, storage)
-    png = rd_plot_png(summary, title=f"audit: {model_name} vs classical codecs at matched bpp")
-    write_bytes(output_uri, "rd.png", png, storage)
-    images = len({r["image_id"] for r in rows})
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OSCAR audit</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
-<h1>Audit: {html.escape(model_name)} against {html.escape(', '.join(c for c in codecs if not c.startswith('oscar')))}</h1>
-<p>{images} images, {errors} unreadable files (see errors/). Classical codecs are matched per image to the bpp
-{html.escape(model_name)} reached at each level (highest quality at or below it); "unreached" counts images where a codec
-cannot go that low; its means are over the images it reached. All metrics are computed against each image's own original, on RGB.</p>
-<img src="data:image/png;base64,{base64.b64encode(png).decode()}" width="100%">
-{_html_table(summary)}
+    image_ids = sorted({r["image_id"] for r in rows})
+    write_json(output_uri, "summary.json", {"model": name, "images": len(image_ids), "errors": errors, "bd_rate": bd,
+                                            "summary": summary}, storage)
+    matched = defaultdict(list)
+    for s in summary:
+        if s["mode"] == "matched" and s["bpp"] is not None:
+            matched[s["codec"]].append(s)
+    rd = rd_curves_png(curves, name, matched)
+    write_bytes(output_uri, "rd.png", rd, storage)
+
+    levels = sorted({int(r["rate_level"]) for r in rows if r["codec"] == name and r.get("mode") == "sweep"})
+    shown = [levels[0], levels[len(levels) // 2], levels[-1]] if len(levels) >= 3 else levels
+    shown = sorted(set(shown))
+    worst = worst_images(rows, name)
+    typical = _typical(rows, name, levels[len(levels) // 2]) if levels else None
+    crop_ids = sorted({*(w["image_id"] for w in worst), *([typical] if typical else [])})
+    crops = _crops(output_uri, storage, rows, model, crop_ids, shown) if crop_ids else {}
+    by_image_bd = defaultdict(list)
+    for p in per_image:
+        if p["metric"] in ("ms_ssim", "psnr") and p["bd_rate"] is not None:
+            by_image_bd[(p["image_id"], p["metric"])].append(p["bd_rate"])
+
+    def crop_html(image_id: str, only: int | None = None) -> str:
+        got = crops.get(image_id)
+        if isinstance(got, str) or got is None:
+            return f"<p class='note'>{html.escape(got or 'no crops')}</p>"
+        return "".join(f"<figure>{_img(png, f'{image_id} level {lv}', 'crop')}<figcaption>level {lv}</figcaption></figure>"
+                       for lv, png in got if only is None or lv == only)
+
+    worst_rows = "".join(
+        f"<h3>{i}. {html.escape(w['source_uri'])}</h3><p>mean {'MS-SSIM' if w['metric'] == 'ms_ssim' else 'PSNR'} gap to the "
+        f"best classical codec at OSCAR's bpp: {w['gap']:+.4f}; BD-rate against the best classical codec (this image's "
+        f"curves): {_fmt_bd(by_image_bd.get((w['image_id'], w['metric'])))}</p>{crop_html(w['image_id'], shown[len(shown) // 2])}"
+        for i, w in enumerate(worst, start=1))
+    classical = ", ".join(c for c in curves if c != name) or "no classical codec"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OSCAR audit: {html.escape(name)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+th{{background:#f3f3f3}}td:first-child{{text-align:left}}.bd td{{font-size:1.15em}}.good{{color:#06702a;font-weight:600}}
+img{{max-width:100%}}img.crop{{image-rendering:pixelated;cursor:zoom-in}}img.crop.zoom{{max-width:none;width:200%}}
+figure{{margin:.4em 0;overflow-x:auto}}figcaption,.note,small{{color:#666}}</style></head><body>
+<h1>Audit: {html.escape(name)} against {html.escape(classical)}</h1>
+<p>{len(image_ids)} images; {errors} inputs could not be read (see <code>errors/</code>). Every metric is measured on RGB against
+each image's own original; bpp counts every byte of each file.</p>
+<h2>BD-rate: bits {html.escape(name)} needs for the same quality</h2>
+{_bd_table(bd) if bd else "<p class='note'>no classical codec audited</p>"}
+<p class="note">Bjøntegaard delta rate (pchip interpolation, the <code>bjontegaard</code> package) of {html.escape(name)}'s
+mean curve against each classical codec's quality sweep, over the quality range both cover (shown). Negative: fewer bits.
+Per-image values are in the <code>bd_rates</code> table.</p>
+<h2>Rate-distortion curves</h2>{_img(rd, "RD curves")}
+<h2>Side by side{f": {html.escape(_source(rows, typical))}" if typical else ""}</h2>
+<p class="note">Each classical codec at the highest quality whose file is at or below {html.escape(name)}'s bpp on this
+image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop_html(typical) if typical else ""}
+<h2>The {len(worst)} images where {html.escape(name)} does worst against the best classical codec</h2>{worst_rows}
+<h2>Quality per level, image by image</h2>{_img(quality_spread_png(rows, name), "quality spread") if levels else ""}
+<h2>All settings (means over the images)</h2>{_table(summary, COLUMNS)}
+<script>document.querySelectorAll('img.crop').forEach(i=>i.onclick=()=>i.classList.toggle('zoom'))</script>
 </body></html>"""
     write_bytes(output_uri, "report.html", page.encode(), storage)
     return f"{output_uri.rstrip('/')}/report.html"
+
+
+def _fmt_bd(values: list[float] | None) -> str:
+    return "no overlap" if not values else f"{max(values):+.1f}%"
+
+
+def _source(rows: list[dict[str, Any]], image_id: str) -> str:
+    return next(r["source_uri"] for r in rows if r["image_id"] == image_id)
+
+
+def _typical(rows: list[dict[str, Any]], model: str, level: int) -> str | None:
+    """The image whose quality at ``level`` is the median one (MS-SSIM, else PSNR)."""
+    at = [r for r in rows if r["codec"] == model and r.get("mode") == "sweep" and r.get("rate_level") == level]
+    key = "ms_ssim" if any(r.get("ms_ssim") is not None for r in at) else "psnr"
+    at = sorted((r for r in at if r.get(key) is not None), key=lambda r: r[key])
+    return at[len(at) // 2]["image_id"] if at else None

@@ -33,7 +33,7 @@ __all__ = [
 
 # ---------------------------------------------------------------------------- output tables
 _ARROW_TYPES = {"str": pa.string(), "i16": pa.int16(), "i32": pa.int32(), "i64": pa.int64(), "f64": pa.float64(),
-                "blob": pa.large_binary()}
+                "bool": pa.bool_(), "blob": pa.large_binary()}
 
 
 def _schema(columns: str) -> pa.Schema:
@@ -47,8 +47,8 @@ BITSTREAMS = _schema(
     "n_bytes:i64 bitstream:blob encode_ms:f64 unit_id:str"
 )
 METRICS = _schema(
-    "image_id:str source_uri:str codec:str rate_level:i16 setting:str width:i32 height:i32 n_bytes:i64 bpp:f64 "
-    "psnr:f64 ms_ssim:f64 lpips:f64 dists:f64 encode_ms:f64 decode_ms:f64 reference:str unit_id:str"
+    "image_id:str source_uri:str codec:str rate_level:i16 setting:str mode:str reached:bool width:i32 height:i32 "
+    "n_bytes:i64 bpp:f64 psnr:f64 ms_ssim:f64 lpips:f64 dists:f64 encode_ms:f64 decode_ms:f64 reference:str unit_id:str"
 )
 ERRORS = _schema("source_uri:str image_id:str stage:str error_type:str message:str unit_id:str")
 TABLES: dict[str, pa.Schema] = {"bitstreams": BITSTREAMS, "metrics": METRICS, "errors": ERRORS}
@@ -173,12 +173,19 @@ def _verified(r: dict[str, Any], j: int) -> bool:
     return "psnr" in r and len(r["psnr"]) > j
 
 
-def _metrics_row(r: dict[str, Any], codec: str, level: int, setting: str, **values: Any) -> dict[str, Any]:
-    """A metrics row; ``values`` fills the measured columns (None where not measured)."""
-    row = {"image_id": _text(r["image_id"]), "source_uri": str(r["source_uri"]), "codec": codec, "rate_level": int(level),
-           "setting": setting, "width": int(r["width"]), "height": int(r["height"])}
-    for name in ("n_bytes", "bpp", "psnr", "ms_ssim", "lpips", "dists", "encode_ms", "decode_ms"):
-        row[name] = _as_py(values.get(name))
+MEASURED = ("n_bytes", "bpp", "psnr", "ms_ssim", "lpips", "dists", "encode_ms", "decode_ms")
+"""The metrics table's measured columns: null where a setting did not reach its target."""
+
+
+def _metrics_row(r: dict[str, Any], codec: str, level: int | None, setting: str, mode: str, reached: bool | None,
+                 **values: Any) -> dict[str, Any]:
+    """A metrics row; ``values`` fills the measured columns (None where not measured, and all
+    None where the setting did not reach its target: an ``AVG()`` must not mix them in)."""
+    row = {"image_id": _text(r["image_id"]), "source_uri": str(r["source_uri"]), "codec": codec,
+           "rate_level": None if level is None else int(level), "setting": setting, "mode": mode, "reached": reached,
+           "width": int(r["width"]), "height": int(r["height"])}
+    for name in MEASURED:
+        row[name] = _as_py(values.get(name)) if reached is not False else None
     row["reference"] = values.get("reference", "source")
     row["unit_id"] = _unit(r)
     return row
@@ -206,7 +213,7 @@ def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[d
             })
             if _verified(r, j):
                 out["metrics"].append(_metrics_row(
-                    r, model.name, level, f"level {int(level)}{effort}", n_bytes=len(stream), bpp=bpp,
+                    r, model.name, level, f"level {int(level)}{effort}", "sweep", True, n_bytes=len(stream), bpp=bpp,
                     psnr=r["psnr"][j], ms_ssim=r["ms_ssim"][j], lpips=r["lpips"][j],
                     dists=r["dists"][j] if "dists" in r else None, encode_ms=r["encode_ms"][j],
                     decode_ms=r["decode_ms"][j], reference=r.get("reference") or "source",
@@ -214,13 +221,12 @@ def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[d
         for text in r.get("classic_results", []):
             b = json.loads(text)
             setting = b["setting"] + ("" if b["reached"] else f" (cannot reach {b['target_bpp']:.4f} bpp)")
-            out["metrics"].append(_metrics_row(
-                r, b["codec"], b["rate_level"], setting, **{k: b[k] for k in ("n_bytes", "bpp", "psnr", "ms_ssim",
-                                                                             "encode_ms", "decode_ms")},
-            ))
+            out["metrics"].append(_metrics_row(r, b["codec"], b["rate_level"], setting, b["mode"], b["reached"],
+                                               **{k: b.get(k) for k in MEASURED}))
         if r.get("archive_decode_ms") is not None and len(levels) == 0:  # re-decoded, not transcoded
             out["metrics"].append(_metrics_row(
-                r, model.name, r["from_level"], "redecode", decode_ms=r["archive_decode_ms"], reference="none",
+                r, model.name, r["from_level"], "redecode", "redecode", None, decode_ms=r["archive_decode_ms"],
+                reference="none",
             ))
     return out
 

@@ -267,36 +267,55 @@ class ArchiveDecodeStage:
 
 
 class ClassicCodecStage:
-    """Actor: each classical codec at the bpp OSCAR actually reached on this image, per level.
+    """Actor: each classical codec on each image, two ways: over its quality sweep (its own RD
+    curve, the BD-rates' input) and matched to the bpp OSCAR reached at each level.
 
-    Adds ``classic_results``: one JSON object per (codec, level) with its metrics. Drops pixels.
+    Adds ``classic_results``: one JSON object per (codec, mode, setting). A matched codec that
+    cannot go as low as OSCAR's bpp is marked unreached and carries no metrics. Drops pixels.
     """
 
     def __init__(self, codecs: tuple[str, ...]) -> None:
         self.codecs = codecs
 
     def __call__(self, batch: Batch) -> Batch:
-        from .classic_codecs import decode_classic, match_bpp
-        from .metrics import ms_ssim_rgb, psnr
+        from .classic_codecs import match_bpp, sweep
 
         rows = rows_of(batch)
         for r in rows:
             found = []
             if r["status"] == "ok":
                 original = pixels_of(r)
-                for j, level in enumerate(r["rate_levels"]):
-                    target = 8 * len(bytes(r["bitstreams"][j])) / (original.shape[0] * original.shape[1])
-                    for codec in self.codecs:
-                        res = match_bpp(original, codec, target)
-                        t0 = time.perf_counter()
-                        decoded = decode_classic(res.data)
-                        decode_ms = (time.perf_counter() - t0) * 1000
-                        found.append(json.dumps({
-                            "codec": codec, "rate_level": int(level), "setting": f"quality {res.quality}",
-                            "n_bytes": len(res.data), "bpp": res.bpp, "psnr": psnr(original, decoded),
-                            "ms_ssim": ms_ssim_rgb(original, decoded), "encode_ms": res.encode_ms,
-                            "decode_ms": decode_ms, "reached": res.reached, "target_bpp": target,
-                        }))
+                pixels = original.shape[0] * original.shape[1]
+                for codec in self.codecs:
+                    files: dict[int, bytes] = {}
+                    measured: dict[int, dict[str, Any]] = {}  # quality -> metrics, shared by both modes
+                    for res in sweep(original, codec):
+                        files[res.quality] = res.data
+                        found.append(json.dumps(_classic_result(original, res, "sweep", None, None, measured)))
+                    for j, level in enumerate(r["rate_levels"]):
+                        target = 8 * len(bytes(r["bitstreams"][j])) / pixels
+                        res = match_bpp(original, codec, target, files)
+                        found.append(json.dumps(_classic_result(original, res, "matched", int(level), target, measured)))
             r["classic_results"] = found
             r.pop("pixels", None)
         return batch_of(rows)
+
+
+def _classic_result(original: np.ndarray, res, mode: str, level: int | None, target: float | None,
+                    measured: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One classical result as the rows builder reads it; metrics only where the target was reached."""
+    from .classic_codecs import decode_classic
+    from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
+
+    out = {"codec": res.codec, "rate_level": level, "setting": f"quality {res.quality}", "mode": mode,
+           "reached": res.reached, "target_bpp": target}
+    if not res.reached:
+        return out
+    if res.quality not in measured:
+        t0 = time.perf_counter()
+        decoded = decode_classic(res.data)
+        decode_ms = (time.perf_counter() - t0) * 1000
+        measured[res.quality] = {"n_bytes": len(res.data), "bpp": res.bpp, "psnr": psnr(original, decoded),
+                                 "ms_ssim": ms_ssim_rgb(original, decoded), **perceptual_metrics(original, decoded),
+                                 "encode_ms": res.encode_ms, "decode_ms": decode_ms}
+    return {**out, **measured[res.quality]}

@@ -1,0 +1,137 @@
+"""BD-rates of the audit: the same quality for how many fewer (or more) bits than a classical codec.
+
+The Bjøntegaard delta rate integrates log(bpp) over the quality range both curves cover; here
+with the pchip interpolation of the ``bjontegaard`` package (the method of current video
+codec test conditions) rather than the original cubic fit, which overshoots on curves like
+OSCAR's. The classical codec is the anchor and OSCAR the test, so a negative value means
+OSCAR needs fewer bits for the same quality.
+
+Curves:
+* **headline**: mean curves - for each codec and setting (OSCAR level, classical quality of the
+  sweep), the mean bpp and mean metric over the images;
+* **per image**: that image's own points.
+
+pchip needs quality to rise with rate. A point that costs more bits than another and is no
+better is one no encoder would choose, so each curve keeps its points sorted by bpp that beat
+every cheaper one (its monotone envelope; on smooth curves that is every point). LPIPS and DISTS
+(lower is better) are negated for the fit and reported as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["METRICS", "mean_curves", "envelope", "bd_rate", "headline_bd_rates", "per_image_bd_rates"]
+
+METRICS = {"psnr": +1, "ms_ssim": +1, "lpips": -1, "dists": -1}
+"""Metric -> +1 where higher is better, -1 where lower is."""
+
+Point = dict[str, Any]
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and (math.isnan(v) or math.isinf(v)))
+
+
+def curve_rows(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    """The rows a curve is made of: each codec's own settings (``mode == "sweep"``: OSCAR's levels,
+    a classical codec's quality grid), measured (``reached``), with a bpp."""
+    return (r for r in rows if r.get("mode") == "sweep" and r.get("reached") and _finite(r.get("bpp")))
+
+
+def mean_curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[Point]]:
+    """codec -> one point per setting: mean bpp and mean of each metric over the images, sorted by bpp."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in curve_rows(rows):
+        groups[(r["codec"], r["setting"])].append(r)
+    out: dict[str, list[Point]] = defaultdict(list)
+    for (codec, setting), members in groups.items():
+        point: Point = {"setting": setting, "rate_level": members[0].get("rate_level"), "images": len(members)}
+        for key in ("bpp", *METRICS):
+            vals = [m[key] for m in members if _finite(m.get(key))]
+            point[key] = sum(vals) / len(vals) if len(vals) == len(members) else None  # a mean of all, or none
+        out[codec].append(point)
+    return {c: sorted(pts, key=lambda p: p["bpp"]) for c, pts in out.items()}
+
+
+def envelope(points: list[Point], metric: str) -> tuple[list[float], list[float]]:
+    """(bpp, quality) of the points that beat every cheaper one, quality signed so higher is better."""
+    sign = METRICS[metric]
+    xs: list[float] = []
+    qs: list[float] = []
+    for p in sorted((p for p in points if _finite(p.get(metric)) and _finite(p.get("bpp")) and p["bpp"] > 0),
+                    key=lambda p: p["bpp"]):
+        q = sign * float(p[metric])
+        if not qs or q > qs[-1]:
+            xs.append(float(p["bpp"]))
+            qs.append(q)
+    return xs, qs
+
+
+def bd_rate(anchor: list[Point], test: list[Point], metric: str) -> tuple[float | None, list[float] | None]:
+    """BD-rate of ``test`` against ``anchor`` in percent, and the quality range it is taken over.
+
+    (None, None) where either curve has fewer than two usable points or they do not overlap.
+    """
+    import bjontegaard
+
+    ax, aq = envelope(anchor, metric)
+    tx, tq = envelope(test, metric)
+    if len(ax) < 2 or len(tx) < 2:
+        return None, None
+    lo, hi = max(aq[0], tq[0]), min(aq[-1], tq[-1])
+    if hi <= lo:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the package warns below 75% overlap; the range is reported instead
+        value = bjontegaard.bd_rate(ax, aq, tx, tq, method="pchip", require_matching_points=False, min_overlap=0)
+    sign = METRICS[metric]
+    overlap = sorted([sign * lo, sign * hi])
+    return (float(value) if _finite(float(value)) else None), [round(v, 5) for v in overlap]
+
+
+def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, dict[str, Any]]:
+    """``{codec: {"psnr": pct, "ms_ssim": pct, ..., "overlap": [lo, hi] (PSNR, dB), "overlaps": {metric: [lo, hi]}}}``
+    of the model against each classical codec on the mean curves; metrics never measured are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    test = curves.get(model, [])
+    for codec, anchor in sorted(curves.items()):
+        if codec == model:
+            continue
+        entry: dict[str, Any] = {"overlaps": {}}
+        for metric in METRICS:
+            if not any(_finite(p.get(metric)) for p in test) or not any(_finite(p.get(metric)) for p in anchor):
+                continue
+            value, overlap = bd_rate(anchor, test, metric)
+            entry[metric] = None if value is None else round(value, 2)
+            entry["overlaps"][metric] = overlap
+        entry["overlap"] = entry["overlaps"].get("psnr")
+        out[codec] = entry
+    return out
+
+
+def per_image_bd_rates(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """One row per (image, classical codec, metric): that image's own curves."""
+    by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in curve_rows(rows):
+        by_image[r["image_id"]].append(r)
+    out = []
+    for image_id, members in sorted(by_image.items()):
+        curves: dict[str, list[Point]] = defaultdict(list)
+        for r in members:
+            curves[r["codec"]].append(r)
+        for codec, anchor in sorted(curves.items()):
+            if codec == model:
+                continue
+            for metric in METRICS:
+                if not any(_finite(p.get(metric)) for p in curves.get(model, [])):
+                    continue
+                value, overlap = bd_rate(anchor, curves.get(model, []), metric)
+                out.append({"image_id": image_id, "source_uri": members[0]["source_uri"], "codec": codec,
+                            "metric": metric, "bd_rate": value, "overlap_lo": overlap[0] if overlap else None,
+                            "overlap_hi": overlap[1] if overlap else None})
+    return out
