@@ -6,6 +6,7 @@ Usage:
     python -m jobs.archive --input manifest.parquet --output gs://bucket/archive --no-verify
     python -m jobs.archive --input s3://bucket/shards/ --output s3://bucket/archive --rates L0   # WebDataset tars
     python -m jobs.archive --input s3://bucket/hf-export/ --image-column image --output ...     # Parquet with images
+    python -m jobs.archive --input s3://bucket/photos --output s3://bucket/archive --target ms_ssim>=0.9
 
 Input: loose images under a prefix (s3://, gs://, local), WebDataset .tar shards, Parquet files
 with an image-bytes column, or a Parquet/CSV manifest with a 'uri' column. Writes the Delta
@@ -31,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rates", default=None, help="comma-separated bpp (nearest level) or L<i> levels; default: whole ladder")
     p.add_argument("--no-verify", action="store_true", help="skip decode + metrics")
     p.add_argument("--images", action="store_true", help="also write reconstructions as PNG under <output>/images")
+    p.add_argument("--target", default=None,
+                   help="keep each image at the cheapest level whose decode meets this: ms_ssim>=0.9, psnr>=30, "
+                        "lpips<=0.2 or dists<=0.15 (the last two where their weights are installed); --rates then names "
+                        "the candidate levels")
+    p.add_argument("--max-bpp", type=float, default=None,
+                   help="with --target: only levels at or below this many bits per pixel (per image) are candidates")
+    p.add_argument("--keep-all", action="store_true",
+                   help="with --target: also keep the other levels' streams (the bitstreams table's 'chosen' marks the kept one)")
     cli.add_common(p)
     return p
 
@@ -42,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     cfg = ArchiveConfig(**cli.input_config(args), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
-                        images=args.images, **cli.common_config(args))
+                        images=args.images, target=args.target, max_bpp=args.max_bpp, keep_all=args.keep_all,
+                        **cli.common_config(args))
     cli.run_cli("archive", cfg, run_archive, args.quiet)
     return 0
 

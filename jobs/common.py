@@ -199,12 +199,22 @@ def log_config(log: logging.Logger, cfg) -> None:
     log.debug("config %s", json.dumps(asdict(cfg), default=str))
 
 
+def _target_line(t: dict | None) -> str:
+    if not t:
+        return ""
+    fixed = t["fixed_level"]
+    versus = (f"the cheapest fixed level meeting it on as many images (L{fixed['level']}) would spend {fixed['bytes']} "
+              f"bytes: {100 * t['saving']:.1f}% saved" if fixed else "no fixed level meets it on as many images")
+    return (f"target {t['target']}: met on {t['met']} of {t['images']} images ({100 * t['share_met']:.1f}%); {t['bytes']} bytes "
+            f"spent, {t['decodes_per_image']} decodes per image; {versus}\n")
+
+
 def print_summary(job: str, output: str, summary: dict) -> None:
     rates = ", ".join(f"L{k}: {v:.4f}" for k, v in summary.get("mean_bpp_per_level", {}).items()) or "-"
     print(
         f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed; {summary['units_done']} work units "
         f"done, {summary.get('units_skipped_already_done', 0)} already done; {summary['bitstream_bytes']} bytes; "
-        f"mean bpp {rates}; {summary['wall_seconds']:.1f} s\n"
+        f"mean bpp {rates}; {summary['wall_seconds']:.1f} s\n{_target_line(summary.get('target'))}"
         f"Delta tables: {output.rstrip('/')}/{{bitstreams,metrics,errors,work_units}}/  "
         f"manifest: {output.rstrip('/')}/run_manifest.json"
     )

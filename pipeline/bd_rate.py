@@ -72,6 +72,16 @@ def envelope(points: list[Point], metric: str) -> tuple[list[float], list[float]
     return xs, qs
 
 
+def overlap_fraction(anchor: list[Point], test: list[Point], metric: str) -> float | None:
+    """The share of the two curves' joint quality range that both cover: a BD-rate over a sliver
+    of it (as bjontegaard warns below 0.75) says little."""
+    (_, aq), (_, tq) = envelope(anchor, metric), envelope(test, metric)
+    if not aq or not tq:
+        return None
+    span = max(aq[-1], tq[-1]) - min(aq[0], tq[0])
+    return round(max(0.0, min(aq[-1], tq[-1]) - max(aq[0], tq[0])) / span, 4) if span > 0 else None
+
+
 def bd_rate(anchor: list[Point], test: list[Point], metric: str) -> tuple[float | None, list[float] | None]:
     """BD-rate of ``test`` against ``anchor`` in percent, and the quality range it is taken over.
 
@@ -95,20 +105,22 @@ def bd_rate(anchor: list[Point], test: list[Point], metric: str) -> tuple[float 
 
 
 def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, dict[str, Any]]:
-    """``{codec: {"psnr": pct, "ms_ssim": pct, ..., "overlap": [lo, hi] (PSNR, dB), "overlaps": {metric: [lo, hi]}}}``
+    """``{codec: {"psnr": pct, "ms_ssim": pct, ..., "overlap": [lo, hi] (PSNR, dB), "overlaps": {metric: [lo, hi]},
+    "overlap_fraction": {metric: share of the joint range}}}``
     of the model against each classical codec on the mean curves; metrics never measured are left out."""
     out: dict[str, dict[str, Any]] = {}
     test = curves.get(model, [])
     for codec, anchor in sorted(curves.items()):
         if codec == model:
             continue
-        entry: dict[str, Any] = {"overlaps": {}}
+        entry: dict[str, Any] = {"overlaps": {}, "overlap_fraction": {}}
         for metric in METRICS:
             if not any(_finite(p.get(metric)) for p in test) or not any(_finite(p.get(metric)) for p in anchor):
                 continue
             value, overlap = bd_rate(anchor, test, metric)
             entry[metric] = None if value is None else round(value, 2)
             entry["overlaps"][metric] = overlap
+            entry["overlap_fraction"][metric] = overlap_fraction(anchor, test, metric) if overlap else None
         entry["overlap"] = entry["overlaps"].get("psnr")
         out[codec] = entry
     return out

@@ -125,7 +125,7 @@ def comparison_crops(original: np.ndarray, decoded: dict[int, np.ndarray], rows:
                         key=lambda r: r["codec"]):
             quality = _quality(r["setting"]) if r["reached"] else CLASSIC_CODECS[r["codec"]]["q_range"][0]
             data = encode_classic(original, r["codec"], quality)
-            note = "" if r["reached"] else " (can't go lower)"
+            note = "" if r["reached"] else " (lowest q)"
             panels.append((f"{r['codec']} q{quality}: {8 * len(data) / pixels:.3f} bpp{note}", decode_classic(data)))
         by_level[level] = panels
     middle = by_level[levels[len(levels) // 2]]

@@ -123,11 +123,17 @@ class DeltaOutput:
         return self._open[name]
 
     def create_tables(self) -> None:
-        """Creates any missing table (an empty commit 0 with its schema)."""
-        from deltalake import DeltaTable
+        """Creates any missing table (an empty commit 0 with its schema), and adds to an existing
+        one the columns a later version brought (one metadata commit; older rows read them as null),
+        so an output written before ``mode``/``reached`` or the target columns can be resumed."""
+        from deltalake import DeltaTable, Schema
 
         for name, schema in [*TABLES.items(), ("work_units", WORK_UNITS)]:
             DeltaTable.create(self._uri(name), schema=schema, mode="ignore", storage_options=self._options(name))
+            have = {f.name for f in self.table(name).schema().fields}
+            missing = [f for f in schema if f.name not in have]
+            if missing:
+                self.table(name).alter.add_columns(Schema.from_arrow(pa.schema(missing)).fields)
 
     def exists(self) -> bool:
         """Whether ``work_units`` has a log (one request; delta-rs's is_deltatable hung on moto's listing)."""

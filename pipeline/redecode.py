@@ -54,9 +54,13 @@ def read_archive_file(batch: Batch, storage: StorageOptions, level: int | None) 
         uri, unit = str(batch["uri"][i]), str(batch["unit_id"][i])
         try:
             filesystem, path = resolve(uri, storage)
-            table = pq.read_table(path, filesystem=filesystem, columns=_COLUMNS)
+            names = pq.read_schema(path, filesystem=filesystem).names
+            table = pq.read_table(path, filesystem=filesystem, columns=_COLUMNS + [c for c in ("chosen",) if c in names])
             if level is not None:
                 table = table.filter(pc.equal(table.column("rate_level"), level))
+            elif "chosen" in names:  # an archive at a quality target with --keep-all: each image's kept level
+                table = table.filter(pc.fill_null(table.column("chosen"), True))
+            table = table.select(_COLUMNS)
             rows = table.to_pylist()
         except Exception as e:  # a lost or corrupt archive file: one error row, the job goes on
             rows = [error_row(uri, unit, "read", type(e).__name__, str(e))]
@@ -90,6 +94,19 @@ def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
             continue
     raise FileNotFoundError(f"the archive was written by model {recorded.get('name')} (id {recorded.get('model_id')}, "
                             f"folder {recorded.get('path')}), which is not on this machine: pass --model")
+
+
+def archived_at_target(dt) -> bool:
+    """Whether an archive was written with --target (its streams' levels differ per image), from
+    the Delta log's null counts where they are there."""
+    actions = dt.get_add_actions(flatten=True)
+    if "null_count.target" in actions.column_names:
+        return any(nulls < rows for nulls, rows in zip(actions.column("null_count.target").to_pylist(),
+                                                       actions.column("num_records").to_pylist()))
+    if "target" not in dt.schema().to_arrow().names:  # written before targets existed
+        return False
+    targets = dt.to_pyarrow_table(columns=["target"]).column("target")
+    return targets.null_count < len(targets)
 
 
 def archive_index(dt) -> tuple[set[str], int]:
@@ -133,8 +150,8 @@ class RedecodeJob(Job):
         if ids - {model.model_id}:
             raise ValueError(f"archive was written by model id(s) {sorted(ids)}; --model {cfg.model} is {model.model_id}")
         self.level = cfg.from_level
-        if self.level is None and cfg.rates:
-            self.level = top_level
+        if self.level is None and cfg.rates and not archived_at_target(dt):
+            self.level = top_level  # an archive at a target: each image's chosen level instead
 
     def units(self, model) -> list[WorkUnit]:
         tag = "all" if self.level is None else f"L{self.level}"

@@ -15,13 +15,14 @@ from collections import defaultdict
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from oscar_model.model_info import ModelInfo
 
 from .bd_rate import METRICS, headline_bd_rates, mean_curves, per_image_bd_rates
 from .crops import comparison_crops, read_original
 from .delta import read_delta, write_derived
-from .report_figures import METRIC_LABELS, quality_spread_png, rd_curves_png
+from .report_figures import METRIC_LABELS, chosen_levels_png, quality_spread_png, rd_curves_png
 from .storage import StorageOptions, write_bytes, write_json
 
 __all__ = ["summarize_metrics", "worst_images", "write_report"]
@@ -115,7 +116,10 @@ def _bd_table(bd: dict[str, dict[str, Any]]) -> str:
         for m in metrics:
             value, overlap = e.get(m), e["overlaps"].get(m)
             text = "no overlap" if value is None else f"{value:+.1f}%"
-            span = "" if not overlap else f"<small> over {overlap[0]:.4g}–{overlap[1]:.4g}</small>"
+            share = e.get("overlap_fraction", {}).get(m)
+            narrow = (f' <abbr title="the curves share {100 * share:.0f}% of their joint quality range: a BD-rate over '
+                      f'so little of it says little">(narrow)</abbr>') if share is not None and share < 0.25 else ""
+            span = "" if not overlap else f"<small> over {overlap[0]:.4g}–{overlap[1]:.4g}{narrow}</small>"
             cells.append(f'<td class="{"good" if value is not None and value < 0 else ""}">{text}{span}</td>')
         body += f"<tr><td>{html.escape(codec)}</td>{''.join(cells)}</tr>"
     return f'<table class="bd"><tr>{head}</tr>{body}</table>'
@@ -169,8 +173,9 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
     for s in summary:
         if s["mode"] == "matched" and s["bpp"] is not None:
             matched[s["codec"]].append(s)
-    rd = rd_curves_png(curves, name, matched)
-    write_bytes(output_uri, "rd.png", rd, storage)
+    rd = rd_curves_png(curves, name, matched) if curves else None  # an archive at a target has no curve
+    if rd:
+        write_bytes(output_uri, "rd.png", rd, storage)
 
     levels = sorted({int(r["rate_level"]) for r in rows if r["codec"] == name and r.get("mode") == "sweep"})
     shown = [levels[0], levels[len(levels) // 2], levels[-1]] if len(levels) >= 3 else levels
@@ -197,6 +202,7 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
         f"curves): {_fmt_bd(by_image_bd.get((w['image_id'], w['metric'])))}</p>{crop_html(w['image_id'], shown[len(shown) // 2])}"
         for i, w in enumerate(worst, start=1))
     classical = ", ".join(c for c in curves if c != name) or "no classical codec"
+    target_html = _target_section(output_uri, storage, rows)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OSCAR audit: {html.escape(name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
@@ -206,12 +212,12 @@ figure{{margin:.4em 0;overflow-x:auto}}figcaption,.note,small{{color:#666}}</sty
 <h1>Audit: {html.escape(name)} against {html.escape(classical)}</h1>
 <p>{len(image_ids)} images; {errors} inputs could not be read (see <code>errors/</code>). Every metric is measured on RGB against
 each image's own original; bpp counts every byte of each file.</p>
-<h2>BD-rate: bits {html.escape(name)} needs for the same quality</h2>
+{target_html}<h2>BD-rate: bits {html.escape(name)} needs for the same quality</h2>
 {_bd_table(bd) if bd else "<p class='note'>no classical codec audited</p>"}
 <p class="note">Bjøntegaard delta rate (pchip interpolation, the <code>bjontegaard</code> package) of {html.escape(name)}'s
 mean curve against each classical codec's quality sweep, over the quality range both cover (shown). Negative: fewer bits.
 Per-image values are in the <code>bd_rates</code> table.</p>
-<h2>Rate-distortion curves</h2>{_img(rd, "RD curves")}
+<h2>Rate-distortion curves</h2>{_img(rd, "RD curves") if rd else "<p class='note'>no codec's settings to plot</p>"}
 <h2>Side by side{f": {html.escape(_source(rows, typical))}" if typical else ""}</h2>
 <p class="note">Each classical codec at the highest quality whose file is at or below {html.escape(name)}'s bpp on this
 image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop_html(typical) if typical else ""}
@@ -222,6 +228,19 @@ image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop
 </body></html>"""
     write_bytes(output_uri, "report.html", page.encode(), storage)
     return f"{output_uri.rstrip('/')}/report.html"
+
+
+def _target_section(output_uri: str, storage: StorageOptions | None, rows: list[dict[str, Any]]) -> str:
+    """For an archive written at a quality target: the histogram of the levels its images kept."""
+    if not any(r.get("mode") == "target" for r in rows):
+        return ""
+    table = read_delta(output_uri, "bitstreams", storage, columns=["rate_level", "target", "target_met", "chosen"])
+    kept = table.filter(pc.fill_null(table.column("chosen"), False)).to_pylist()  # delta-rs filters miss booleans
+    target = kept[0]["target"] if kept else "?"
+    met = sum(1 for k in kept if k["target_met"])
+    png = chosen_levels_png([(int(k["rate_level"]), bool(k["target_met"])) for k in kept], target)
+    return (f"<h2>Quality target {html.escape(target)}</h2><p>met on {met} of {len(kept)} images; each image kept the "
+            f"cheapest level that meets it (the top level where none does).</p>{_img(png, 'chosen levels')}")
 
 
 def _fmt_bd(values: list[float] | None) -> str:

@@ -118,3 +118,20 @@ def quality_spread_png(rows: list[dict[str, Any]], model: str) -> bytes:
     fig.suptitle("per-image quality at each level (box: quartiles over the images)")
     fig.tight_layout()
     return _png(fig)
+
+
+def chosen_levels_png(chosen: list[tuple[int, bool]], target: str) -> bytes:
+    """How many images kept each level under a quality target, split by whether it was met."""
+    plt = _pyplot()
+    levels = sorted({lv for lv, _ in chosen})
+    met = [sum(1 for lv, ok in chosen if lv == level and ok) for level in levels]
+    unmet = [sum(1 for lv, ok in chosen if lv == level and not ok) for level in levels]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    ax.bar([f"L{lv}" for lv in levels], met, label="target met", color="tab:green")
+    ax.bar([f"L{lv}" for lv in levels], unmet, bottom=met, label="not met (top level kept)", color="tab:red")
+    ax.set_xlabel("level kept")
+    ax.set_ylabel("images")
+    ax.set_title(f"chosen levels at target {target}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    return _png(fig)

@@ -44,7 +44,7 @@ def _schema(columns: str) -> pa.Schema:
 
 BITSTREAMS = _schema(
     "image_id:str source_uri:str width:i32 height:i32 model_id:str rate_level:i16 nominal_bpp:f64 bpp:f64 "
-    "n_bytes:i64 bitstream:blob encode_ms:f64 unit_id:str"
+    "n_bytes:i64 bitstream:blob encode_ms:f64 target:str target_met:bool chosen:bool unit_id:str"
 )
 METRICS = _schema(
     "image_id:str source_uri:str codec:str rate_level:i16 setting:str mode:str reached:bool width:i32 height:i32 "
@@ -191,6 +191,26 @@ def _metrics_row(r: dict[str, Any], codec: str, level: int | None, setting: str,
     return row
 
 
+def _target_columns(r: dict[str, Any], level: int) -> dict[str, Any]:
+    """A bitstream row's target columns (null when archived without a target)."""
+    if not r.get("target"):
+        return {"target": None, "target_met": None, "chosen": None}
+    return {"target": str(r["target"]), "target_met": bool(r["target_met"]), "chosen": level == int(r["chosen_level"])}
+
+
+def _target_metrics(r: dict[str, Any], codec: str) -> list[dict[str, Any]]:
+    """One metrics row per level of an image archived at a target (:mod:`pipeline.target`): its
+    size always, its metrics where the search decoded it; mode ``target`` for the kept level."""
+    w, h = int(r["width"]), int(r["height"])
+    out = []
+    for p in json.loads(r["target_probes"]):
+        chosen = p["level"] == int(r["chosen_level"])
+        out.append(_metrics_row(r, codec, p["level"], f"level {p['level']}, target {r['target']}",
+                                "target" if chosen else "probe", None, bpp=8 * p["n_bytes"] / (w * h),
+                                **{k: p.get(k) for k in MEASURED if k != "bpp"}))
+    return out
+
+
 def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[dict]]:
     """Rows in flight (one per image, list columns per rate) -> rows of the three tables."""
     out: dict[str, list[dict]] = {"bitstreams": [], "metrics": [], "errors": []}
@@ -209,15 +229,18 @@ def table_rows(rows: list[dict[str, Any]], model: ModelInfo) -> dict[str, list[d
             out["bitstreams"].append({
                 "image_id": _text(r["image_id"]), "source_uri": str(r["source_uri"]), "width": w, "height": h,
                 "model_id": model.model_id, "rate_level": int(level), "nominal_bpp": nominal[int(level)], "bpp": bpp,
-                "n_bytes": len(stream), "bitstream": stream, "encode_ms": _as_py(r["encode_ms"][j]), "unit_id": _unit(r),
+                "n_bytes": len(stream), "bitstream": stream, "encode_ms": _as_py(r["encode_ms"][j]),
+                **_target_columns(r, int(level)), "unit_id": _unit(r),
             })
-            if _verified(r, j):
+            if _verified(r, j) and not r.get("target"):
                 out["metrics"].append(_metrics_row(
                     r, model.name, level, f"level {int(level)}{effort}", "sweep", True, n_bytes=len(stream), bpp=bpp,
                     psnr=r["psnr"][j], ms_ssim=r["ms_ssim"][j], lpips=r["lpips"][j],
                     dists=r["dists"][j] if "dists" in r else None, encode_ms=r["encode_ms"][j],
                     decode_ms=r["decode_ms"][j], reference=r.get("reference") or "source",
                 ))
+        if r.get("target"):
+            out["metrics"].extend(_target_metrics(r, model.name))
         for text in r.get("classic_results", []):
             b = json.loads(text)
             setting = b["setting"] + ("" if b["reached"] else f" (cannot reach {b['target_bpp']:.4f} bpp)")

@@ -80,6 +80,11 @@ class Job(ABC):
         """What the job adds to run_manifest.json (redecode: the archive version it read)."""
         return {}
 
+    def summary_extra(self, model: ModelInfo) -> dict[str, Any]:
+        """What the job adds to the summary (and run_manifest.json) once its tables are committed:
+        the archive's target figures."""
+        return {}
+
     def finish(self, summary: dict[str, Any], model: ModelInfo) -> None:
         """After the manifest is written (the audit writes its report here)."""
         return None
@@ -130,6 +135,7 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
         "wall_seconds": round(time.time() - t0, 2), "rows_of_unfinished_units_deleted": healed,
         "windows_committed": out.next_window,
     }
+    summary.update(job.summary_extra(model))
     manifest = {
         "job": job.name, "config": json.loads(json.dumps(asdict(cfg), default=str)), "model": model.to_dict(),
         "versions": package_versions(), "counts": summary, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -105,12 +105,15 @@ def audit_out(tmp_path_factory):
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         image = getattr(data, name)()
         Image.fromarray(image[: 256, : 320]).save(photos / f"{name}.png")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    started = not ray.is_initialized()  # an earlier module's in-process job may have left one up
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = base / "out"
         assert audit.main(["--input", str(photos), "--output", str(out), "--codecs", "oscar-tiny,jpeg,webp", "--quiet"]) == 0
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     return out
 
 

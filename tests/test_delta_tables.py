@@ -197,3 +197,20 @@ def test_maintain_compacts_each_table_and_vacuums_what_it_replaced(shard_archive
     for table, n in rows.items():
         assert len(DeltaTable(str(out / table)).file_uris()) <= 1 and read_delta(str(out), table).num_rows == n
     assert len(list((out / "bitstreams").glob("*.parquet"))) == 1  # the replaced files were vacuumed
+
+
+def test_an_output_of_an_earlier_schema_gains_the_new_columns(tmp_path):
+    """Tables created before metrics had mode/reached and bitstreams the target columns: the next
+    run adds them (older rows read them as null) instead of writing files the table cannot show."""
+    import pyarrow as pa
+
+    from pipeline.delta import DeltaOutput
+    from pipeline.rows import BITSTREAMS, METRICS
+
+    old = {"metrics": pa.schema([f for f in METRICS if f.name not in ("mode", "reached")]),
+           "bitstreams": pa.schema([f for f in BITSTREAMS if f.name not in ("target", "target_met", "chosen")])}
+    for name, schema in old.items():
+        DeltaTable.create(str(tmp_path / name), schema=schema)
+    DeltaOutput(str(tmp_path)).create_tables()
+    for name, schema in (("metrics", METRICS), ("bitstreams", BITSTREAMS)):
+        assert {f.name for f in DeltaTable(str(tmp_path / name)).schema().fields} == set(schema.names)
