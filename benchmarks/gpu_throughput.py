@@ -8,7 +8,7 @@ Models: oscar-tiny (the shipped weights) and oscar-sd21 built here with Stable D
 real layer shapes (VAE, UNet with its three LoRA adapters merged, the released hyper-encoders)
 and random weights: no download, the same work per image as the published model. Same-size
 images are batched (--batch); decoding runs under bf16 autocast on CUDA (the codec's
-``bf16_decode``), encoding in fp32 so that indices do not depend on bf16 rounding. One warm-up
+``precision``, auto: bf16 on CUDA), encoding in fp32 so that indices do not depend on bf16 rounding. One warm-up
 batch is not timed. Prints a table and writes gpu_throughput.json.
 """
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from oscar_model.cli import one_line
 from oscar_model.images import DEFAULT_MAX_PIXELS
+from oscar_model.tiling import parse_tile
 from pipeline.config import ActorConfig
 from pipeline.storage import StorageOptions
 
@@ -59,7 +60,8 @@ def common_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
     return {"output": resolve_output(args.output), "model": args.model, "device": args.device, "storage": storage(args),
             "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
-            "ray_address": args.ray_address, "verbose": args.verbose, "max_pixels": args.max_pixels, **pool_options(args)}
+            "ray_address": args.ray_address, "verbose": args.verbose, "max_pixels": args.max_pixels, "tile": parse_tile(args.tile),
+            "precision": args.precision, **pool_options(args)}
 
 
 def resolve_output(output: str) -> str:
@@ -127,6 +129,11 @@ def add_common(p: argparse.ArgumentParser,
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 elsewhere)")
+    p.add_argument("--tile", default="auto",
+                   help="large images: auto (the model's tiles), off (every image whole, as the authors' release "
+                        "codes it; memory grows with the image) or a tile side N in latent pixels (default auto)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse larger images and streams (an error row), counted padded to the model's stride "
                         f"(default {DEFAULT_MAX_PIXELS})")

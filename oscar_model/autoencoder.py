@@ -1,6 +1,6 @@
 """The latent autoencoder: image in [-1, 1] <-> latent with 4 channels at 1/8 resolution.
 
-Two implementations share one interface (:class:`LatentAutoencoder`):
+Two implementations share one interface (:class:`oscar_model.contracts.Autoencoder`):
 
 * :class:`CompactAutoencoder` - ours, small enough to train and run on a CPU.
 * :class:`DiffusersAutoencoder` - diffusers' ``AutoencoderKL`` (the Stable Diffusion VAE
@@ -13,7 +13,6 @@ same bytes for the same image on every run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -22,23 +21,7 @@ from torch import nn
 
 from .layers import PixelShuffleUp, ResidualBlock, conv1x1, conv3x3
 
-__all__ = ["LatentAutoencoder", "CompactAutoencoder", "DiffusersAutoencoder"]
-
-
-@runtime_checkable
-class LatentAutoencoder(Protocol):
-    """What the codec needs from an autoencoder."""
-
-    latent_channels: int
-    downscale: int
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, C, H/f, W/f)."""
-        ...
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images in roughly [-1, 1]."""
-        ...
+__all__ = ["CompactAutoencoder", "DiffusersAutoencoder"]
 
 
 class CompactAutoencoder(ModelMixin, ConfigMixin):
@@ -103,7 +86,7 @@ class CompactAutoencoder(ModelMixin, ConfigMixin):
 
 
 class DiffusersAutoencoder(nn.Module):
-    """diffusers' ``AutoencoderKL`` behind :class:`LatentAutoencoder` (the SD VAE role).
+    """diffusers' ``AutoencoderKL`` behind :class:`~oscar_model.contracts.Autoencoder` (the SD VAE role).
 
     Encodes with the posterior mode (``latent_dist.mode()``), not a sample. ``base``: the Stable
     Diffusion folder the VAE was loaded from when the model folder refers to it instead of

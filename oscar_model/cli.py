@@ -21,22 +21,27 @@ from .images import DEFAULT_MAX_PIXELS
 
 __all__ = ["main", "one_line"]
 
+TILE_HELP = ("large images: auto (the model's tiles), off (every image whole, as the authors' release codes it; "
+             "memory grows with the image) or a tile side N in latent pixels (default auto)")
 _STARTED = time.perf_counter()  # the command's start, so reported times include imports and loading
 
 
-def _load_codec(model: str, max_pixels: int | None = None):
+def _load_codec(model: str, max_pixels: int | None = None, tile: str = "auto"):
     from .codec import OscarCodec
+    from .tiling import parse_tile
 
+    tile_mode = parse_tile(tile)  # a bad --tile fails before the model loads
     codec = OscarCodec.from_pretrained(model)
     if max_pixels:
         codec.max_pixels = max_pixels
+    codec.tile = tile_mode
     return codec
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     from .images import open_image, to_rgb_array
 
-    codec = _load_codec(args.model, args.max_pixels)
+    codec = _load_codec(args.model, args.max_pixels, args.tile)
     if args.level is not None:
         point = codec.ladder.get(args.level)
     else:
@@ -77,7 +82,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     if not many:
         unpack(inputs[0].read_bytes())  # a malformed file fails before the model is loaded
     t_load = time.perf_counter()
-    codec = _load_codec(args.model, args.max_pixels)
+    codec = _load_codec(args.model, args.max_pixels, args.tile)
+    codec.precision = args.precision
     load_s = time.perf_counter() - t_load
     failed = 0
     for path in inputs:
@@ -189,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"refuse larger images, counted padded to the model's stride (default {DEFAULT_MAX_PIXELS})")
     e.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="search the indices through the decoder for STEPS steps: better image, slower encode, same decoder")
+    e.add_argument("--tile", default="auto", help=TILE_HELP)
     e.set_defaults(func=_cmd_encode)
     d = sub.add_parser("decode", help="decode .osc streams to PNG (one model load for all of them)")
     d.add_argument("input", nargs="+", help="one or more .osc files")
@@ -198,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse streams of larger images, counted padded to the model's stride (default {DEFAULT_MAX_PIXELS})")
     d.add_argument("--timestep", type=int, help="override the level's pseudo-timestep (fidelity/realism knob)")
+    d.add_argument("--tile", default="auto", help=TILE_HELP)
+    d.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 elsewhere)")
     d.set_defaults(func=_cmd_decode)
     i = sub.add_parser("info", help="print a stream's header as JSON")
     i.add_argument("input")

@@ -5,7 +5,8 @@ when a folder asks for it, so oscar-tiny never imports peft). Every class has
 ``from_pretrained(folder)`` and ``save_pretrained(folder)``; diffusers' own models are loaded
 with ``low_cpu_mem_usage=False`` so that no weight is left on a meta device.
 
-To add a backend: write its network with those two methods and add it to a table here.
+To add a backend: write its network with those two methods and what its role's contract
+names (:mod:`oscar_model.contracts`, checked on load), and add it to a table here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import importlib
 from pathlib import Path
 
 from torch import nn
+
+from .contracts import check_component
 
 __all__ = ["COMPONENT_TYPES", "component_class", "load_component", "check_types"]
 
@@ -52,5 +55,7 @@ def load_component(role: str, kind: str, folder: str | Path) -> nn.Module:
 
     cls = component_class(role, kind)
     if issubclass(cls, ModelMixin):
-        return cls.from_pretrained(str(folder), low_cpu_mem_usage=False)
-    return cls.from_pretrained(Path(folder))
+        component = cls.from_pretrained(str(folder), low_cpu_mem_usage=False)
+    else:
+        component = cls.from_pretrained(Path(folder))
+    return check_component(role, kind, component)

@@ -40,7 +40,8 @@ ADAPTERS = {"default_encoder": "unet_lora_encoder_modules", "default_decoder": "
 LORA_ALPHA = 8.0
 """peft's default ``lora_alpha``, which the release trained with (it sets only the rank)."""
 OFFICIAL_TILING = {"tile": 96, "overlap": 32, "whole_up_to": 96}
-"""The release's latent tile and overlap for large images (its test script tiles above 96)."""
+"""Our default tiles for the published model (latent px): its test script parses a tile size of
+96 and an overlap of 32 but never uses them, coding every size whole; ``--tile off`` does that."""
 
 
 class CheckpointRefused(ValueError):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import ActorConfig, ImagesConfig
-from .dataflow import encode_and_verify, map_actors, read_images, write_results
+from .dataflow import encode_and_verify, levels_of, map_actors, read_images, write_results
 from .metrics import perceptual_available
 from .runner import ImagesJob, run_job
 from .target import QualityTarget, TargetStage, target_summary
@@ -62,9 +62,10 @@ class ArchiveJob(ImagesJob):
         cfg = self.config
         ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.max_pixels)
         if cfg.target:
-            ds = map_actors(ds, TargetStage, cfg.encode, model=model, target=cfg.target, rates=cfg.rates, device=cfg.device,
+            ds = map_actors(ds, TargetStage, cfg.encode, model=model, target=cfg.target, rates=levels_of(model, cfg.rates),
+                            device=cfg.device,
                             max_bpp=cfg.max_bpp, keep_all=cfg.keep_all, batch_size=cfg.encode.batch_size,
-                            max_pixels=cfg.max_pixels)
+                            max_pixels=cfg.max_pixels, tile=cfg.tile, precision=cfg.precision)
         else:
             ds = encode_and_verify(ds, cfg, model, cfg.rates, cfg.verify, cfg.images_uri(cfg.images))
         return write_results(ds, cfg, model, self.progress)

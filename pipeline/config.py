@@ -51,6 +51,10 @@ class JobConfig:
             $RAY_ADDRESS, else local.
         verbose: Ray Data's own progress bars and logs too.
         max_pixels: refuse larger images (counted padded to the model's stride) and streams of them.
+        tile: ``auto`` (the model's tiles), ``off`` (every image whole, as the release) or N
+            latent pixels (:attr:`oscar_model.model.OscarModel.tile`).
+        precision: the decoder's networks in ``fp32`` (the reference), ``bf16``, or ``auto`` (bf16
+            on CUDA).
     """
 
     output: str
@@ -67,6 +71,8 @@ class JobConfig:
     ray_address: str | None = None
     verbose: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    tile: str | int = "auto"
+    precision: str = "auto"
 
     def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
         """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""

@@ -69,8 +69,13 @@ def encode_and_verify(
     ds: ray.data.Dataset, cfg: JobConfig, model: ModelInfo, rates, verify: bool, images_uri: str | None,
     keep_pixels: bool = False,
 ) -> ray.data.Dataset:
-    """Rows with pixels -> OSCAR bitstreams at ``rates`` (+ one-step decode and metrics)."""
-    common = {"model": model, "device": cfg.device, "max_pixels": cfg.max_pixels}
+    """Rows with pixels -> OSCAR bitstreams at ``rates`` (+ one-step decode and metrics).
+
+    ``rates`` are resolved to level indices here, on the driver, against the model's ladder:
+    the actors receive exact levels, so a bpp is never matched to a level in two places."""
+    rates = levels_of(model, rates)
+    common = {"model": model, "device": cfg.device, "max_pixels": cfg.max_pixels, "tile": cfg.tile,
+              "precision": cfg.precision}
     verify_kwargs = {"images_uri": images_uri, "storage": cfg.storage, "keep_pixels": keep_pixels}
     if verify and cfg.fused:
         return map_actors(ds, EncodeVerifyStage, cfg.encode, **common, rates=rates, batch_size=cfg.encode.batch_size,
@@ -80,6 +85,11 @@ def encode_and_verify(
     if verify:
         ds = map_actors(ds, VerifyStage, cfg.decode, **common, batch_size=cfg.decode.batch_size, **verify_kwargs)
     return ds
+
+
+def levels_of(model: ModelInfo, rates) -> tuple[int, ...] | None:
+    """``rates`` (bpp or level indices; None: the whole ladder) as the model's level indices."""
+    return None if rates is None else tuple(p.index for p in model.ladder.resolve_many(rates))
 
 
 def write_results(ds: ray.data.Dataset, cfg: JobConfig, model: ModelInfo, progress: Any = None) -> ray.data.Dataset:

@@ -68,7 +68,8 @@ def pixels_of(row: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(int(row["height"]), int(row["width"]), 3)
 
 
-def load_codec(model: Any, device: str | None, max_pixels: int | None = None):
+def load_codec(model: Any, device: str | None, max_pixels: int | None = None, tile: str | int = "auto",
+               precision: str = "auto"):
     """One model per actor, single-threaded torch: Ray gives each actor its share of the cores.
 
     ``model``: a :class:`~oscar_model.ModelInfo` (the weights loaded must hash to its id), a
@@ -89,6 +90,8 @@ def load_codec(model: Any, device: str | None, max_pixels: int | None = None):
         model.check(codec.model_hash)
     if max_pixels:
         codec.max_pixels = max_pixels
+    codec.tile = tile
+    codec.precision = precision
     return codec
 
 
@@ -103,9 +106,10 @@ class EncodeStage:
 
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8,
-        refine_steps: int = 0, keep_pixels: bool = True, max_pixels: int | None = None,
+        refine_steps: int = 0, keep_pixels: bool = True, max_pixels: int | None = None, tile: str | int = "auto",
+        precision: str = "auto",
     ) -> None:
-        self.codec = load_codec(model, device, max_pixels)
+        self.codec = load_codec(model, device, max_pixels, tile, precision)
         self.points = self.codec.ladder.resolve_many(rates)
         self.batch_size = batch_size
         self.refine_steps = refine_steps
@@ -154,9 +158,10 @@ class VerifyStage:
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
         storage: StorageOptions | None = None, batch_size: int = 8, keep_pixels: bool = False,
-        max_pixels: int | None = None,
+        max_pixels: int | None = None, tile: str | int = "auto",
+        precision: str = "auto",
     ) -> None:
-        self.codec = load_codec(model, device, max_pixels)
+        self.codec = load_codec(model, device, max_pixels, tile, precision)
         self.images_uri = images_uri
         self.storage = storage
         self.batch_size = batch_size
@@ -213,9 +218,11 @@ class EncodeVerifyStage:
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None,
         images_uri: str | None = None, storage: StorageOptions | None = None, batch_size: int = 8,
-        keep_pixels: bool = False, refine_steps: int = 0, max_pixels: int | None = None,
+        keep_pixels: bool = False, refine_steps: int = 0, max_pixels: int | None = None, tile: str | int = "auto",
+        precision: str = "auto",
     ) -> None:
-        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps, max_pixels=max_pixels)
+        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps, max_pixels=max_pixels, tile=tile,
+                                  precision=precision)
         self.verify = VerifyStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -233,9 +240,10 @@ class ArchiveDecodeStage:
 
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
-        storage: StorageOptions | None = None, max_pixels: int | None = None,
+        storage: StorageOptions | None = None, max_pixels: int | None = None, tile: str | int = "auto",
+        precision: str = "auto",
     ) -> None:
-        self.codec = load_codec(model, device, max_pixels)
+        self.codec = load_codec(model, device, max_pixels, tile, precision)
         self.images_uri = images_uri
         self.storage = storage
 

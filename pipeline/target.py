@@ -93,8 +93,9 @@ class TargetStage:
 
     def __init__(self, model: Any, target: str, rates: tuple[float | int, ...] | None = None, device: str | None = None,
                  max_bpp: float | None = None, keep_all: bool = False, batch_size: int = 8,
-                 max_pixels: int | None = None) -> None:
-        self.encode = EncodeStage(model, rates, device, batch_size, keep_pixels=True, max_pixels=max_pixels)
+                 max_pixels: int | None = None, tile: str | int = "auto", precision: str = "auto") -> None:
+        self.encode = EncodeStage(model, rates, device, batch_size, keep_pixels=True, max_pixels=max_pixels, tile=tile,
+                                  precision=precision)
         self.codec = self.encode.codec
         self.target = QualityTarget.parse(target)
         self.max_bpp = max_bpp

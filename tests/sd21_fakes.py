@@ -42,21 +42,17 @@ def write_tiny_sd21(folder: Path, seed: int = 0) -> Path:
 
 
 def released_hyper_encoder_state(he) -> dict[str, torch.Tensor]:
-    """Our PercoHyperEncoder's weights under the names the released one (vector-quantize-pytorch
-    1.22.3 ``VectorQuantize``, linear projections, a one-head cosine codebook) stores them."""
-    sd = he.state_dict()
-    out = {k: v.clone() for k, v in sd.items() if k.startswith(("backbone.", "proj."))}
-    codebook = torch.nn.functional.normalize(sd["quantizer.codebook"], dim=-1)  # (1, K, d), unit rows
-    out.update({
-        "quantizer.project_in.weight": sd["quant_proj.weight"][:, :, 0, 0].clone(),
-        "quantizer.project_in.bias": sd["quant_proj.bias"].clone(),
-        "quantizer.project_out.weight": sd["post_quant_proj.weight"][:, :, 0, 0].clone(),
-        "quantizer.project_out.bias": sd["post_quant_proj.bias"].clone(),
-        "quantizer._codebook.initted": torch.tensor([1.0]),
-        "quantizer._codebook.cluster_size": torch.ones(1, codebook.shape[1]),
-        "quantizer._codebook.embed_avg": codebook.clone(),
-        "quantizer._codebook.embed": codebook.clone(),
-    })
+    """A released hyper-encoder's weights: ``he``'s backbone and proj (the release builds them
+    from compressai, under these names) and a quantiser built by the release's own building
+    block, vector-quantize-pytorch 1.22.3's ``VectorQuantize`` (cosine similarity, its
+    projections), stored under that library's names - not derived from our quantiser."""
+    from vector_quantize_pytorch import VectorQuantize
+
+    cfg = he.config
+    vq = VectorQuantize(dim=cfg.hyper_dim, codebook_size=cfg.codebook_size, use_cosine_sim=True,
+                        codebook_dim=cfg.codebook_dim)
+    out = {k: v.clone() for k, v in he.state_dict().items() if k.startswith(("backbone.", "proj."))}
+    out.update({f"quantizer.{k}": v.clone() for k, v in vq.state_dict().items()})
     return out
 
 

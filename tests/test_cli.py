@@ -87,3 +87,14 @@ def test_decode_takes_many_streams_with_one_model_load(tiny_model_dir, png, tmp_
     assert sorted(p.name for p in out.glob("*.png")) == ["photo0.png", "photo2.png"]  # the good ones still decoded
     assert "2 of 3 decoded in" in said.out and "since the command started" in said.out
     assert said.err.count("oscar decode: error: ") == 1 and "broken.osc" in said.err
+
+
+def test_encode_and_decode_take_tile_and_precision(tiny_model_dir, png, tmp_path, capsys):
+    osc, out = tmp_path / "a.osc", tmp_path / "a.png"
+    assert main(["encode", str(png), "-o", str(osc), "--level", "1", "--tile", "off", "--model", str(tiny_model_dir)]) == 0
+    assert main(["decode", str(osc), "-o", str(out), "--precision", "fp32", "--tile", "8", "--model", str(tiny_model_dir)]) == 0
+    assert Image.open(out).size == Image.open(png).size
+    capsys.readouterr()
+    assert main(["encode", str(png), "--tile", "big", "--model", str(tiny_model_dir)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "--tile 'big'" in err[0], err

@@ -212,3 +212,16 @@ def test_refined_encoding_decodes_closer_with_the_same_decoder(tiny_codec, photo
     assert loss(refined) <= loss(greedy) + 1e-3
     with pytest.raises(ValueError, match="refine_steps"):
         tiny_codec.encode([photo], level, refine_steps=-1)
+
+
+def test_every_shipped_component_meets_its_roles_contract_and_others_are_named(tiny_codec):
+    import torch
+
+    from oscar_model.contracts import check_component
+
+    check_component("autoencoder", "compact", tiny_codec.autoencoder)
+    check_component("denoiser", "unet2d", tiny_codec.denoiser)
+    for he in tiny_codec.hyper_encoders:
+        check_component("hyper_encoder", "compact", he)
+    with pytest.raises(TypeError, match="lacks decode, decode_codes, encode, features, quantizer"):
+        check_component("hyper_encoder", "linear", torch.nn.Linear(2, 2))

@@ -42,9 +42,12 @@ def photos(tmp_path_factory) -> Path:
     (["--model", "/nonexistent/model"], "/nonexistent/model"),
     (["--rates", "abc"], "--rates 'abc': 'abc' is neither a bpp"),
     (["--rates", "5.0"], "5 bpp is beyond this model's ladder"),
+    (["--tile", "0"], "--tile '0': expected auto, off or a tile side"),
+    (["--target", "ssim>=0.9"], "METRIC>=VALUE"),
 ])
 def test_job_mistakes_are_one_line_and_exit_2(photos, tmp_path, args, expected):
-    base = ["--input", str(photos), "--output", str(tmp_path / "out"), "--no-verify", "--quiet"]
+    base = ["--input", str(photos), "--output", str(tmp_path / "out"), "--quiet"]
+    base += [] if "--target" in args else ["--no-verify"]
     line = one_line_error(run_job(["jobs.archive", *base, *args]), "archive")
     assert expected in line
     if "5.0" in args:
