@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from oscar_model.bitstream import unpack  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
-from oscar_model.tiled_codec import to_pixels  # noqa: E402
+from oscar_model.pixels import to_uint8  # noqa: E402
 from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def main() -> None:
             worst_scale = max(worst_scale, float((sent / exact[0] - 1).abs().max()))
             idx = torch.from_numpy(codec._indices(c, point))[None]
             with torch.inference_mode():
-                pixels = to_pixels(codec.decode_latents(codec.reconstruct_latents(idx, point, exact))[:, :, :h, :w])[0]
+                pixels = to_uint8(codec.decode_latents(codec.reconstruct_latents(idx, point, exact))[:, :, :h, :w])[0]
             sums[lv] += [psnr(image, sent_decode), psnr(image, pixels), ms_ssim_rgb(image, sent_decode),
                          ms_ssim_rgb(image, pixels)]
         print(f"\r{k + 1}/{len(paths)}", end="", file=sys.stderr, flush=True)

@@ -24,9 +24,10 @@ from .entropy import decode_indices, encode_indices
 from .folding import Fold, fold, fold_layout, unfold
 from .images import DEFAULT_MAX_PIXELS, ImageLike, same_size_batches, to_rgb_array
 from .model import OscarModel
+from .pixels import to_uint8
 from .rates import RateLike, RatePoint
 from .refine import refine_indices
-from .tiled_codec import decode_tiled, encode_tiled, to_pixels
+from .tiled_codec import decode_tiled, encode_tiled
 
 __all__ = ["CodecConfig", "OscarCodec", "BitstreamError"]
 
@@ -231,7 +232,7 @@ class OscarCodec(OscarModel):
                 target = torch.stack([rms[i] for i in chunk]).to(self.device)
                 with self.decode_autocast():
                     images = self.decode_latents(self.reconstruct_latents(idx, point, target, timestep, denoise))
-                pixels = to_pixels(images[:, :, :h, :w])
+                pixels = to_uint8(images[:, :, :h, :w])
                 for b, i in enumerate(chunk):
                     out[i] = pixels[b]
         for i, (c, _) in enumerate(parsed):

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file as save_numpy
 from torch import nn
-from torch.nn import functional as F
 
 from .components import load_component
 from .config import CodecConfig
 from .context_model import ContextModel
 from .denoiser import denoiser_stride, predict_clean_latent
 from .entropy import ENTROPY_TABLES_NAME, entropy_tensors, load_entropy_tables
+from .pixels import arrays_to_model_input
 from .rates import RateLadder, RatePoint
 from .registry import CONFIG_NAME, resolve_model_path
 from .tiling import Tiling
@@ -189,13 +189,8 @@ class OscarModel(nn.Module):
 
     # ------------------------------------------------------------------ tensor-level steps
     def _to_tensor(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
-        x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2).float()
-        x = x.div_(127.5).sub_(1.0)
-        h, w = x.shape[-2:]
-        ph, pw = -h % self.stride, -w % self.stride
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return x
+        """Same-size RGB uint8 images -> the autoencoder's padded input (:mod:`oscar_model.pixels`)."""
+        return arrays_to_model_input(arrays, self.stride, self.device)
 
     def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Padded images in [-1, 1] -> latents z."""

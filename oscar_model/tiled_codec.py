@@ -15,18 +15,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .pixels import pad_array_to_stride, to_model_range, to_uint8_in_place
 from .rates import RatePoint
 from .tiling import assemble_cores, blend_tiles
 
 if TYPE_CHECKING:
     from .model import OscarModel
 
-__all__ = ["encode_tiled", "decode_tiled", "to_pixels"]
-
-
-def to_pixels(images: torch.Tensor) -> np.ndarray:
-    """Decoded images (B, 3, H, W) in about [-1, 1] -> RGB uint8 (B, H, W, 3)."""
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+__all__ = ["encode_tiled", "decode_tiled"]
 
 
 @torch.inference_mode()
@@ -34,12 +30,12 @@ def encode_tiled(codec: OscarModel, array: np.ndarray, points: Sequence[RatePoin
     """One RGB uint8 image -> (VQ indices (G, h, w) per level of ``points``, the latent's per-channel RMS)."""
     f, stride, device, tiling = int(codec.autoencoder.downscale), codec.stride, codec.device, codec.tiling
     h, w = array.shape[:2]
-    padded = np.pad(array, ((0, -h % stride), (0, -w % stride), (0, 0)), mode="edge")  # = replicate padding
+    padded = pad_array_to_stride(array, stride)
     lh, lw = padded.shape[0] // f, padded.shape[1] // f
 
     def latents(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         tile = torch.from_numpy(np.ascontiguousarray(padded[y0 * f : y1 * f, x0 * f : x1 * f])).to(device)
-        return codec.encode_latents(tile.permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0))
+        return codec.encode_latents(to_model_range(tile[None]))
 
     z = blend_tiles(latents, lh, lw, tiling.for_autoencoder().aligned(stride // f))
     rms = codec.channel_rms(z)[0].numpy()
@@ -73,10 +69,4 @@ def decode_tiled(
         pixels = blend_tiles(lambda y0, y1, x0, x1: codec.decode_latents(z_t[:, :, y0:y1, x0:x1].to(device)),
                              lh, lw, tiling.for_autoencoder().aligned(codec.stride // f), scale=f)
     height, width = size
-    return np.ascontiguousarray(_to_uint8_in_place(pixels)[:height, :width])
-
-
-def _to_uint8_in_place(images: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) float -> (H, W, 3) uint8 without a second float copy of a large image."""
-    images.clamp_(-1, 1).add_(1).mul_(127.5).round_()
-    return images[0].to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(to_uint8_in_place(pixels)[:height, :width])

@@ -81,7 +81,7 @@ def test_a_payload_that_runs_out_early_is_an_error_before_any_pixel(tiny_codec, 
     import oscar_model.codec as codec_module
 
     decoded_pixels = []
-    monkeypatch.setattr(codec_module, "to_pixels", lambda *a: decoded_pixels.append(1))
+    monkeypatch.setattr(codec_module, "to_uint8", lambda *a: decoded_pixels.append(1))
     context = [s for s in streams if fields(s)["flags"] == CODING_CONTEXT]
     assert context
     for stream in context:

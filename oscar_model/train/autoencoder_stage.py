@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..autoencoder import CompactAutoencoder
-from .data import CropSampler, to_model_range
+from ..pixels import to_model_range
+from .data import CropSampler
 from .loop import LoopConfig, autocast, run_loop
 from .losses import reconstruction_loss
 

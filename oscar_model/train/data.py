@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from ..images import same_size_batches
+from ..pixels import to_model_range
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -30,11 +31,6 @@ def list_images(roots: Iterable[str | Path]) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"no images found under {[str(r) for r in roots]}")
     return sorted(files)
-
-
-def to_model_range(batch: np.ndarray) -> torch.Tensor:
-    """RGB uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], the autoencoder's input range."""
-    return torch.from_numpy(np.require(batch, requirements=["C", "W"])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 class ImageFiles(Sequence):

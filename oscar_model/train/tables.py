@@ -18,8 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..context_model import COMPONENTS, SIMILARITY_SCALE, TABLE_FLOOR, ContextModel, contexts
+from ..pixels import to_model_range
 from ..tiled_codec import encode_tiled
-from .data import ImageFiles, list_images, to_model_range
+from .data import ImageFiles, list_images
 
 __all__ = [
     "counts_to_table", "similarity_bins", "fit_context_model", "index_statistics", "typical_bpp",
