@@ -70,7 +70,7 @@ def main() -> None:
         ctx = f"{bpp['context']:.4f}" if k in codec.context_models else "(no context model)"
         print(f"| {k} | {bpp['fixed']:.4f} | {bpp['order0']:.4f} | {ctx} | {100 * saving:.1f}% | {decode_ms:.1f} |")
     RESULTS.mkdir(exist_ok=True)
-    out = {"model": args.model, "model_id": codec.model_id.hex(), "images": len(files), "payload_only": True,
+    out = {"model": args.model, "model_id": codec.model_id, "images": len(files), "payload_only": True,
            "levels": rows, "command": "python benchmarks/entropy_gain.py"}
     (RESULTS / "entropy_gain.json").write_text(json.dumps(out, indent=1))
     print(f"wrote {RESULTS / 'entropy_gain.json'}")

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             crop = border_crop(original, decoded, x=border - 128, y=height // 2 - 128)
             Path(args.out).mkdir(parents=True, exist_ok=True)
             Image.fromarray(crop).save(Path(args.out) / "tile_border_crop.png")
-    result = {"model": args.model, "model_id": codec.model_id.hex(), "tiling": vars(tiling), "bpp_asked": args.bpp,
+    result = {"model": args.model, "model_id": codec.model_id, "tiling": vars(tiling), "bpp_asked": args.bpp,
               "rows": rows, "command": "python benchmarks/large_images.py " + " ".join(argv or sys.argv[1:])}
     (Path(args.out) / "large_images.json").write_text(json.dumps(result, indent=1))
     print("\n| Mpx | size | tiled | bpp | encode s | encode peak MB | decode s | decode peak MB | PSNR |\n|---|---|---|---|---|---|---|---|---|")

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     head_to_head = compare_on_reached_images(per_image, codec.config.name, classic, levels)
     perceptual = perceptual_available()
     result = {
-        "model": codec.config.name, "model_id": codec.model_id.hex(), "images": len(images),
+        "model": codec.config.name, "model_id": codec.model_id, "images": len(images),
         "ladder": codec.ladder.to_dicts(), "summary": summary, "head_to_head": head_to_head, "per_image": per_image,
         "perceptual_metrics": {k: ("computed" if v else "absent: package or backbone weights not on this machine") for k, v in perceptual.items()},
         "torch_threads": args.threads, "refine_steps": args.refine, "command": "python benchmarks/rd_kodak.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     pick = [n for n in ("kodim04", "kodim14", "kodim23") if n in images] or list(images)[:3]
     side_by_side(codec, {n: images[n] for n in pick}, [levels[1], levels[-1]], out / "side_by_side.png", args.refine)
 
-    print(f"\nKodak, {len(images)} images, model {codec.config.name} (id {codec.model_id.hex()}), refine steps {args.refine}; LPIPS/DISTS: "
+    print(f"\nKodak, {len(images)} images, model {codec.config.name} (id {codec.model_id}), refine steps {args.refine}; LPIPS/DISTS: "
           + ", ".join(f"{k} {v}" for k, v in result["perceptual_metrics"].items()))
     print("| codec | level | bpp | PSNR dB | MS-SSIM | encode s | decode s | images at/below target |")
     print("|---|---|---|---|---|---|---|---|")

@@ -90,7 +90,7 @@ def main() -> None:
     args = ap.parse_args()
     codec = OscarCodec.from_pretrained(args.model)
     targets = [QualityTarget.parse(t) for t in args.targets.split(",")]
-    result = {"model": args.model, "model_id": codec.model_id.hex(), "command": "python benchmarks/target_levels.py "
+    result = {"model": args.model, "model_id": codec.model_id, "command": "python benchmarks/target_levels.py "
               + " ".join(sys.argv[1:]), "sets": {}}
     print("| set | target | photos meeting | mean bpp, target | cheapest fixed level on as many | its mean bpp | saving | "
           "decodes per image | bisection != exhaustive |")

@@ -24,6 +24,7 @@ A 768x512 stream at level 0 has a 24-byte frame around its payload.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -60,7 +61,8 @@ class BitstreamError(ValueError):
 
 @dataclass(frozen=True)
 class Container:
-    model_id: bytes
+    model_id: str
+    """8 hex digits (4 bytes on the wire), as :attr:`OscarModel.model_id` writes it."""
     rate_index: int
     coding: int
     height: int
@@ -72,8 +74,8 @@ class Container:
     """The image was coded folded (:mod:`oscar_model.folding`); height and width stay the original's."""
 
     def __post_init__(self) -> None:
-        if len(self.model_id) != 4:
-            raise ValueError("model_id must be 4 bytes")
+        if not isinstance(self.model_id, str) or not re.fullmatch(r"[0-9a-f]{8}", self.model_id):
+            raise ValueError(f"model_id must be 8 lowercase hex digits, got {self.model_id!r}")
         if not 0 <= self.rate_index < 256:
             raise ValueError(f"rate_index={self.rate_index} must fit one byte")
         if self.coding not in _CODINGS:
@@ -90,7 +92,7 @@ class Container:
     def header_dict(self) -> dict:
         return {
             "format_version": self.version,
-            "model_id": self.model_id.hex(),
+            "model_id": self.model_id,
             "rate_index": self.rate_index,
             "coding": self.coding_name,
             "height": self.height,
@@ -144,7 +146,7 @@ class _Reader:
 
 def pack(c: Container) -> bytes:
     body = bytearray(MAGIC)
-    body += bytes([c.version]) + c.model_id + bytes([c.rate_index, c.coding | (FLAG_FOLDED if c.folded else 0)])
+    body += bytes([c.version]) + bytes.fromhex(c.model_id) + bytes([c.rate_index, c.coding | (FLAG_FOLDED if c.folded else 0)])
     body += _varint(c.height) + _varint(c.width)
     body += bytes([len(c.rms_codes)]) + bytes(c.rms_codes)
     body += _varint(len(c.payload)) + c.payload
@@ -164,7 +166,7 @@ def unpack(data: bytes) -> Container:
         raise BitstreamError(f"format version {version} is not supported; this decoder reads version {FORMAT_VERSION}")
     r = _Reader(data[:-4])
     r.take(5, "magic and version")
-    model_id = r.take(4, "model id")
+    model_id = r.take(4, "model id").hex()
     rate_index, flags = r.take(2, "rate level and flags")
     if flags >> 3:
         raise BitstreamError(f"flags byte {flags:#04x} has reserved bits set")

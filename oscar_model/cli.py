@@ -156,7 +156,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     codec = convert_official(args.sd21, args.checkpoint, args.out, copy_base=args.copy_base, name=args.name)
     print(
-        f"{args.out}: {codec.config.name} with {len(codec.ladder)} levels (model id {codec.model_id.hex()}), "
+        f"{args.out}: {codec.config.name} with {len(codec.ladder)} levels (model id {codec.model_id}), "
         f"SD 2.1 {'copied' if args.copy_base else 'referenced at ' + str(args.sd21)}, in {time.perf_counter() - t0:.1f} s.\n"
         f"Streams are fixed-length until you fit entropy tables: oscar fit-tables --model {args.out} --images PHOTOS"
     )

@@ -162,8 +162,8 @@ class OscarCodec(OscarModel):
         c = unpack(stream)
         if c.model_id != self.model_id:
             raise BitstreamError(
-                f"stream was written by model id {c.model_id.hex()}, this is {self.config.name} "
-                f"(id {self.model_id.hex()}): decode it with the model that encoded it"
+                f"stream was written by model id {c.model_id}, this is {self.config.name} "
+                f"(id {self.model_id}): decode it with the model that encoded it"
             )
         if c.rate_index >= len(self.ladder):
             raise BitstreamError(f"stream names rate level {c.rate_index}; the model has {len(self.ladder)}")

@@ -141,8 +141,10 @@ class OscarModel(nn.Module):
         return self._model_hash
 
     @property
-    def model_id(self) -> bytes:
-        return bytes.fromhex(self.model_hash[:8])
+    def model_id(self) -> str:
+        """The first 8 hex digits of the model hash: the 4 bytes every stream carries, written as
+        everywhere else in the project (ModelInfo, the tables, the manifests, the messages)."""
+        return self.model_hash[:8]
 
     def invalidate_hash(self) -> None:
         """Call after changing weights in place (training) so the id is recomputed."""

@@ -49,7 +49,7 @@ def fields(stream: bytes) -> dict:
 
 def forge(f: dict, length: int | None = None, pads: tuple[int, int, int] = (0, 0, 0)) -> bytes:
     """Bytes of a stream with any field values, and a correct CRC."""
-    body = b"OSCR" + bytes([f["version"] & 0xFF]) + f["model_id"] + bytes([f["level"] & 0xFF, f["flags"] & 0xFF])
+    body = b"OSCR" + bytes([f["version"] & 0xFF]) + bytes.fromhex(f["model_id"]) + bytes([f["level"] & 0xFF, f["flags"] & 0xFF])
     body += varint(f["height"], pads[0]) + varint(f["width"], pads[1]) + bytes([len(f["rms"]) & 0xFF]) + f["rms"]
     body += varint(len(f["payload"]) if length is None else length, pads[2]) + f["payload"]
     return body + zlib.crc32(body).to_bytes(4, "big")
@@ -89,7 +89,7 @@ def mutate(stream: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
         return kind, forge(f, pads=tuple(pads))
     elif kind == "model-or-version":
         if rng.random() < 0.5:
-            f["model_id"] = rng.bytes(4)
+            f["model_id"] = rng.bytes(4).hex()
         else:
             f["version"] = int(rng.integers(0, 256))
     return kind, forge(f)

@@ -18,7 +18,7 @@ from oscar_model.bitstream import (
 
 
 def sample_container(payload: bytes = bytes(range(40))) -> Container:
-    return Container(b"\x01\x02\x03\x04", 3, CODING_RANS, 512, 768, (128, 100, 160, 140), payload)
+    return Container("01020304", 3, CODING_RANS, 512, 768, (128, 100, 160, 140), payload)
 
 
 def test_round_trip_keeps_every_field():
@@ -77,7 +77,7 @@ def test_trailing_garbage_raises():
 
 
 def test_large_sizes_use_varints():
-    c = Container(b"abcd", 0, CODING_FIXED, 70000, 1, (128,), b"")
+    c = Container("61626364", 0, CODING_FIXED, 70000, 1, (128,), b"")
     assert unpack(pack(c)).height == 70000
 
 

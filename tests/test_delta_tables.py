@@ -119,7 +119,7 @@ def test_redecode_reads_the_archive_index_from_file_statistics(shard_archive, ti
     assert stats.column("max.rate_level").null_count == 0 and stats.column("min.model_id").null_count == 0
     ids, top = archive_index(dt)
     columns = read_delta(str(shard_archive), "bitstreams", columns=["model_id", "rate_level"])
-    assert ids == set(columns.column("model_id").to_pylist()) == {tiny_codec.model_id.hex()}
+    assert ids == set(columns.column("model_id").to_pylist()) == {tiny_codec.model_id}
     assert top == pc.max(columns.column("rate_level")).as_py() == 2
 
 
@@ -177,7 +177,7 @@ def test_an_output_of_the_marker_layout_converts_and_redecodes(tmp_path, ray_loc
     manifest = json.loads((old / "run_manifest.json").read_text())
     model = manifest["model"]["name"]  # the shipped oscar-tiny (its path there was the old checkout's)
     codec = OscarCodec.from_pretrained(model, device="cpu")
-    assert set(bits.column("model_id").to_pylist()) == {codec.model_id.hex()}
+    assert set(bits.column("model_id").to_pylist()) == {codec.model_id}
     out = tmp_path / "decoded"
     # No --model: the archive's own (its manifest names oscar-tiny, whose id still matches).
     assert redecode.main(["--archive", str(old), "--output", str(out), "--images", "--quiet"]) == 0

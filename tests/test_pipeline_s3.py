@@ -143,7 +143,7 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
 
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key="archive/run_manifest.json")["Body"].read())
     assert manifest["counts"]["images_ok"] == n_good and manifest["counts"]["images_failed"] == n_bad
-    assert manifest["model"]["model_id"] == tiny_codec.model_id.hex()
+    assert manifest["model"]["model_id"] == tiny_codec.model_id
 
     # A rerun resumes: nothing left to do, no rows added.
     assert archive.main(argv) == 0
@@ -158,7 +158,7 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     from pipeline.runner import refuse_other_model
 
     _, models = DeltaOutput(out).done_and_models()
-    assert models == {tiny_codec.model_id.hex()}
+    assert models == {tiny_codec.model_id}
     with pytest.raises(ValueError, match="new --output"):
         refuse_other_model(out, ModelInfo("oscar-tiny", "", "00000000", tiny_codec.ladder), models)
 
@@ -258,12 +258,12 @@ def test_a_model_folder_on_s3_is_fetched_once_per_node_and_checked(s3, ray_local
             s3.put_object(Bucket=BUCKET, Key=f"models/oscar-test/{f.relative_to(tiny_model_dir)}", Body=f.read_bytes())
     remote = f"s3://{BUCKET}/models/oscar-test"
     info = model_info(remote)
-    assert (info.model_id, info.path) == (tiny_codec.model_id.hex(), remote)
+    assert (info.model_id, info.path) == (tiny_codec.model_id, remote)
     out = f"s3://{BUCKET}/from-remote-model"
     assert archive.main(["--input", f"s3://{BUCKET}/photos/sub", "--output", out, "--rates", "L1", "--no-verify",
                          "--model", remote, "--quiet"]) == 0
     bits = table(out, "bitstreams").to_pylist()
-    assert len(bits) == 1 and bits[0]["model_id"] == tiny_codec.model_id.hex()
+    assert len(bits) == 1 and bits[0]["model_id"] == tiny_codec.model_id
     cached = Path(local_model_folder(info))  # what the actor fetched, on this (the only) node
     assert (cached / ".fetched").exists() and (cached / "oscar.json").exists()
     with pytest.raises(FileNotFoundError, match="is not an OSCAR model folder"):

@@ -153,8 +153,8 @@ def _export(run: TrainingRun) -> dict:
         "torch": torch.__version__,
     }
     codec.to("cpu").save_pretrained(run.export)
-    log.info("exported %s (model id %s) to %s", codec.config.name, codec.model_id.hex(), run.export)
-    return {"model_id": codec.model_id.hex()}
+    log.info("exported %s (model id %s) to %s", codec.config.name, codec.model_id, run.export)
+    return {"model_id": codec.model_id}
 
 
 STAGES: tuple[Stage, ...] = (

@@ -255,4 +255,4 @@ def fit_tables(model: str | Path, images: str | Path, limit: int | None = None, 
     files = list_images([images])[:limit]
     summary = index_statistics(codec, ImageFiles(files), codec.device)
     codec.save_tables(path)
-    return {"model_id": codec.model_id.hex(), "images": len(files), "levels": summary}
+    return {"model_id": codec.model_id, "images": len(files), "levels": summary}
