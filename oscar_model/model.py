@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,6 +58,9 @@ class OscarModel(nn.Module):
         context_models: dict[int, ContextModel] | None = None,
     ) -> None:
         super().__init__()
+        factor = int(autoencoder.downscale)
+        if any(p.latent_factor != factor for p in config.ladder):  # the ladder's bpp follow the autoencoder
+            config.ladder = RateLadder(tuple(replace(p, latent_factor=factor) for p in config.ladder))
         if len(hyper_encoders) != len(config.ladder):
             raise ValueError(f"{len(hyper_encoders)} hyper-encoders for a ladder of {len(config.ladder)} levels")
         for p, he in zip(config.ladder, hyper_encoders):

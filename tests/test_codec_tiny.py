@@ -225,3 +225,16 @@ def test_every_shipped_component_meets_its_roles_contract_and_others_are_named(t
         check_component("hyper_encoder", "compact", he)
     with pytest.raises(TypeError, match="lacks decode, decode_codes, encode, features, quantizer"):
         check_component("hyper_encoder", "linear", torch.nn.Linear(2, 2))
+
+
+def test_the_ladders_latent_factor_comes_from_the_autoencoder(tiny_codec):
+    from dataclasses import replace
+
+    from oscar_model.model import OscarModel
+    from oscar_model.rates import RateLadder
+
+    wrong = RateLadder(tuple(replace(p, latent_factor=4) for p in tiny_codec.ladder))
+    config = replace(tiny_codec.config, ladder=wrong)
+    model = OscarModel(config, tiny_codec.autoencoder, list(tiny_codec.hyper_encoders), tiny_codec.denoiser)
+    assert {p.latent_factor for p in model.ladder} == {int(tiny_codec.autoencoder.downscale)}
+    assert [p.nominal_bpp for p in model.ladder] == [p.nominal_bpp for p in tiny_codec.ladder]
