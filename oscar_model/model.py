@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
