@@ -24,7 +24,7 @@ from .entropy import decode_indices, encode_indices
 from .folding import Fold, fold, fold_layout, unfold
 from .images import DEFAULT_MAX_PIXELS, ImageLike, same_size_batches, to_rgb_array
 from .model import OscarModel
-from .pixels import to_uint8
+from .pixels import padded_size, to_uint8
 from .rates import RateLike, RatePoint
 from .refine import refine_indices
 from .tiled_codec import decode_tiled, encode_tiled
@@ -134,7 +134,8 @@ class OscarCodec(OscarModel):
     def fits_one_tile(self, height: int, width: int) -> bool:
         """Whether an image of this size takes the whole-image path (see :mod:`oscar_model.tiling`)."""
         f = int(self.autoencoder.downscale)
-        return self.tiling.fits(-(-height // self.stride) * self.stride // f, -(-width // self.stride) * self.stride // f)
+        ph, pw = padded_size(height, width, self.stride)
+        return self.tiling.fits(ph // f, pw // f)
 
     def _pack(self, codes: np.ndarray, point: RatePoint, h: int, w: int, rms: np.ndarray, folded: bool) -> bytes:
         coding, payload = encode_indices(
@@ -181,7 +182,8 @@ class OscarCodec(OscarModel):
         The padded area is what the networks process: a 1x50,000,000 header passed a check of
         the claimed area and asked for 32x as much work.
         """
-        padded = -(-height // self.stride) * self.stride * (-(-width // self.stride) * self.stride)
+        ph, pw = padded_size(height, width, self.stride)
+        padded = ph * pw
         if padded > self.max_pixels:
             raise ValueError(
                 f"{what} {width}x{height} image: {padded} pixels once padded to the model's stride of {self.stride}, "
@@ -189,9 +191,7 @@ class OscarCodec(OscarModel):
             )
 
     def _indices(self, c: Container, point: RatePoint) -> np.ndarray:
-        h, w = self.coded_size(c)
-        ph, pw = (-(-h // self.stride) * self.stride, -(-w // self.stride) * self.stride)
-        gh, gw = point.grid(ph, pw)
+        gh, gw = point.grid(*padded_size(*self.coded_size(c), self.stride))
         flat = decode_indices(
             c.payload, c.coding, point.groups, gh * gw, point.codebook_size,
             self.entropy_tables.get(point.index), self.context_models.get(point.index), (gh, gw),

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .pixels import padded_size
+
 __all__ = ["Fold", "fold_layout", "fold", "unfold"]
 
 PADDING_WASTE_TO_FOLD = 2
@@ -44,7 +46,8 @@ class Fold:
 
 
 def _padded_area(height: int, width: int, stride: int) -> int:
-    return -(-height // stride) * stride * (-(-width // stride) * stride)
+    ph, pw = padded_size(height, width, stride)
+    return ph * pw
 
 
 def fold_layout(height: int, width: int, stride: int) -> Fold | None:

@@ -72,7 +72,7 @@ class ArchiveJob(ImagesJob):
 
     def summary_extra(self, model) -> dict[str, Any]:
         cfg = self.config
-        return {"target": target_summary(cfg.output, cfg.storage, str(QualityTarget.parse(cfg.target)))} if cfg.target else {}
+        return {"target": target_summary(cfg.output, cfg.storage)} if cfg.target else {}
 
 
 def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:

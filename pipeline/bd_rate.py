@@ -19,28 +19,22 @@ every cheaper one (its monotone envelope; on smooth curves that is every point).
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["METRICS", "mean_curves", "envelope", "bd_rate", "headline_bd_rates", "per_image_bd_rates"]
+from .metrics import QUALITY_METRICS, finite
 
-METRICS = {"psnr": +1, "ms_ssim": +1, "lpips": -1, "dists": -1}
-"""Metric -> +1 where higher is better, -1 where lower is."""
+__all__ = ["mean_curves", "envelope", "bd_rate", "headline_bd_rates", "per_image_bd_rates"]
 
 Point = dict[str, Any]
-
-
-def _finite(v: Any) -> bool:
-    return v is not None and not (isinstance(v, float) and (math.isnan(v) or math.isinf(v)))
 
 
 def curve_rows(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     """The rows a curve is made of: each codec's own settings (``mode == "sweep"``: OSCAR's levels,
     a classical codec's quality grid), measured (``reached``), with a bpp."""
-    return (r for r in rows if r.get("mode") == "sweep" and r.get("reached") and _finite(r.get("bpp")))
+    return (r for r in rows if r.get("mode") == "sweep" and r.get("reached") and finite(r.get("bpp")))
 
 
 def mean_curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[Point]]:
@@ -51,8 +45,8 @@ def mean_curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[Point]]:
     out: dict[str, list[Point]] = defaultdict(list)
     for (codec, setting), members in groups.items():
         point: Point = {"setting": setting, "rate_level": members[0].get("rate_level"), "images": len(members)}
-        for key in ("bpp", *METRICS):
-            vals = [m[key] for m in members if _finite(m.get(key))]
+        for key in ("bpp", *QUALITY_METRICS):
+            vals = [m[key] for m in members if finite(m.get(key))]
             point[key] = sum(vals) / len(vals) if len(vals) == len(members) else None  # a mean of all, or none
         out[codec].append(point)
     return {c: sorted(pts, key=lambda p: p["bpp"]) for c, pts in out.items()}
@@ -60,10 +54,10 @@ def mean_curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[Point]]:
 
 def envelope(points: list[Point], metric: str) -> tuple[list[float], list[float]]:
     """(bpp, quality) of the points that beat every cheaper one, quality signed so higher is better."""
-    sign = METRICS[metric]
+    sign = QUALITY_METRICS[metric]
     xs: list[float] = []
     qs: list[float] = []
-    for p in sorted((p for p in points if _finite(p.get(metric)) and _finite(p.get("bpp")) and p["bpp"] > 0),
+    for p in sorted((p for p in points if finite(p.get(metric)) and finite(p.get("bpp")) and p["bpp"] > 0),
                     key=lambda p: p["bpp"]):
         q = sign * float(p[metric])
         if not qs or q > qs[-1]:
@@ -99,9 +93,9 @@ def bd_rate(anchor: list[Point], test: list[Point], metric: str) -> tuple[float 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the package warns below 75% overlap; the range is reported instead
         value = bjontegaard.bd_rate(ax, aq, tx, tq, method="pchip", require_matching_points=False, min_overlap=0)
-    sign = METRICS[metric]
+    sign = QUALITY_METRICS[metric]
     overlap = sorted([sign * lo, sign * hi])
-    return (float(value) if _finite(float(value)) else None), [round(v, 5) for v in overlap]
+    return (float(value) if finite(float(value)) else None), [round(v, 5) for v in overlap]
 
 
 def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, dict[str, Any]]:
@@ -114,8 +108,8 @@ def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, d
         if codec == model:
             continue
         entry: dict[str, Any] = {"overlaps": {}, "overlap_fraction": {}}
-        for metric in METRICS:
-            if not any(_finite(p.get(metric)) for p in test) or not any(_finite(p.get(metric)) for p in anchor):
+        for metric in QUALITY_METRICS:
+            if not any(finite(p.get(metric)) for p in test) or not any(finite(p.get(metric)) for p in anchor):
                 continue
             value, overlap = bd_rate(anchor, test, metric)
             entry[metric] = None if value is None else round(value, 2)
@@ -139,8 +133,8 @@ def per_image_bd_rates(rows: list[dict[str, Any]], model: str) -> list[dict[str,
         for codec, anchor in sorted(curves.items()):
             if codec == model:
                 continue
-            for metric in METRICS:
-                if not any(_finite(p.get(metric)) for p in curves.get(model, [])):
+            for metric in QUALITY_METRICS:
+                if not any(finite(p.get(metric)) for p in curves.get(model, [])):
                     continue
                 value, overlap = bd_rate(anchor, curves.get(model, []), metric)
                 out.append({"image_id": image_id, "source_uri": members[0]["source_uri"], "codec": codec,

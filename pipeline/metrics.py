@@ -15,7 +15,11 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["psnr", "ms_ssim_rgb", "perceptual_metrics", "perceptual_available"]
+__all__ = ["QUALITY_METRICS", "psnr", "ms_ssim_rgb", "perceptual_metrics", "perceptual_available", "quality_of",
+           "finite"]
+
+QUALITY_METRICS = {"psnr": +1, "ms_ssim": +1, "lpips": -1, "dists": -1}
+"""The quality metrics every table carries: +1 where higher is better, -1 where lower is."""
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -96,3 +100,13 @@ def perceptual_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
         if dists_model is not None:
             out["dists"] = float(dists_model(ta, tb))
     return out
+
+
+def quality_of(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
+    """Every quality metric of ``decoded`` against its own ``original`` (None where not available)."""
+    return {"psnr": psnr(original, decoded), "ms_ssim": ms_ssim_rgb(original, decoded), **perceptual_metrics(original, decoded)}
+
+
+def finite(value: object) -> bool:
+    """A measured number (not None, NaN or infinite): what a mean may include."""
+    return value is not None and not (isinstance(value, float) and (math.isnan(value) or math.isinf(value)))

@@ -15,15 +15,16 @@ from collections import defaultdict
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from oscar_model.model_info import ModelInfo
 
-from .bd_rate import METRICS, headline_bd_rates, mean_curves, per_image_bd_rates
+from .bd_rate import headline_bd_rates, mean_curves, per_image_bd_rates
 from .crops import comparison_crops, read_original
 from .delta import read_delta, write_derived
+from .metrics import QUALITY_METRICS, finite
 from .report_figures import METRIC_LABELS, chosen_levels_png, quality_spread_png, rd_curves_png
 from .storage import StorageOptions, write_bytes, write_json
+from .target import target_summary
 
 __all__ = ["summarize_metrics", "worst_images", "write_report"]
 
@@ -35,7 +36,7 @@ WORST = 5
 
 
 def _mean(vals: list[Any]) -> float | None:
-    vals = [v for v in vals if v is not None and not (isinstance(v, float) and (math.isnan(v) or math.isinf(v)))]
+    vals = [v for v in vals if finite(v)]
     return sum(vals) / len(vals) if vals else None
 
 
@@ -55,7 +56,7 @@ def summarize_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"codec": codec, "mode": mode, "setting": setting, "rate_level": members[0]["rate_level"],
                                  "images": len(reached),
                                  "unreached": len(members) - len(reached)}
-        for key in ("bpp", *METRICS, "encode_ms", "decode_ms"):
+        for key in ("bpp", *QUALITY_METRICS, "encode_ms", "decode_ms"):
             value = _mean([m.get(key) for m in reached])
             entry[key] = None if value is None else round(value, 6)
         out.append(entry)
@@ -108,7 +109,7 @@ def _img(png: bytes, alt: str, css: str = "") -> str:
 
 
 def _bd_table(bd: dict[str, dict[str, Any]]) -> str:
-    metrics = [m for m in METRICS if any(m in e for e in bd.values())]
+    metrics = [m for m in QUALITY_METRICS if any(m in e for e in bd.values())]
     head = "<th>against</th>" + "".join(f"<th>BD-rate, {METRIC_LABELS[m].split(' (')[0]}</th>" for m in metrics)
     body = ""
     for codec, e in bd.items():
@@ -234,13 +235,10 @@ def _target_section(output_uri: str, storage: StorageOptions | None, rows: list[
     """For an archive written at a quality target: the histogram of the levels its images kept."""
     if not any(r.get("mode") == "target" for r in rows):
         return ""
-    table = read_delta(output_uri, "bitstreams", storage, columns=["rate_level", "target", "target_met", "chosen"])
-    kept = table.filter(pc.fill_null(table.column("chosen"), False)).to_pylist()  # delta-rs filters miss booleans
-    target = kept[0]["target"] if kept else "?"
-    met = sum(1 for k in kept if k["target_met"])
-    png = chosen_levels_png([(int(k["rate_level"]), bool(k["target_met"])) for k in kept], target)
-    return (f"<h2>Quality target {html.escape(target)}</h2><p>met on {met} of {len(kept)} images; each image kept the "
-            f"cheapest level that meets it (the top level where none does).</p>{_img(png, 'chosen levels')}")
+    t = target_summary(output_uri, storage)
+    png = chosen_levels_png(t["chosen_levels"], t["met_levels"], t["target"])
+    return (f"<h2>Quality target {html.escape(t['target'] or '?')}</h2><p>met on {t['met']} of {t['images']} images; each "
+            f"image kept the cheapest level that meets it (the top level where none does).</p>{_img(png, 'chosen levels')}")
 
 
 def _fmt_bd(values: list[float] | None) -> str:

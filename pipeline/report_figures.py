@@ -120,12 +120,13 @@ def quality_spread_png(rows: list[dict[str, Any]], model: str) -> bytes:
     return _png(fig)
 
 
-def chosen_levels_png(chosen: list[tuple[int, bool]], target: str) -> bytes:
-    """How many images kept each level under a quality target, split by whether it was met."""
+def chosen_levels_png(chosen: dict[str, int], met_at: dict[str, int], target: str) -> bytes:
+    """How many images kept each level under a quality target (level -> count), split by whether
+    it was met (``met_at``: level -> images that met it there)."""
     plt = _pyplot()
-    levels = sorted({lv for lv, _ in chosen})
-    met = [sum(1 for lv, ok in chosen if lv == level and ok) for level in levels]
-    unmet = [sum(1 for lv, ok in chosen if lv == level and not ok) for level in levels]
+    levels = sorted(chosen, key=int)
+    met = [met_at.get(level, 0) for level in levels]
+    unmet = [chosen[level] - met_at.get(level, 0) for level in levels]
     fig, ax = plt.subplots(figsize=(7, 3.4))
     ax.bar([f"L{lv}" for lv in levels], met, label="target met", color="tab:green")
     ax.bar([f"L{lv}" for lv in levels], unmet, bottom=met, label="not met (top level kept)", color="tab:red")

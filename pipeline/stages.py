@@ -19,6 +19,7 @@ import numpy as np
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
 from .faults import inject_fault
+from .metrics import QUALITY_METRICS
 from .models import is_remote, local_model_folder
 from .rows import Batch, batch_of, failed, rows_of
 from .storage import StorageOptions, write_png
@@ -173,7 +174,7 @@ class VerifyStage:
         groups: dict[tuple[int, int, int], list[tuple[int, int]]] = defaultdict(list)
         for i, r in enumerate(rows):
             n = len(r["rate_levels"]) if r["status"] == "ok" else 0
-            r.update({name: [None] * n for name in ("psnr", "ms_ssim", "lpips", "dists", "decode_ms")})
+            r.update({name: [None] * n for name in (*QUALITY_METRICS, "decode_ms")})
             for j, level in enumerate(r["rate_levels"][:n]):
                 groups[(int(r["height"]), int(r["width"]), int(level))].append((i, j))
         for members in groups.values():
@@ -184,7 +185,7 @@ class VerifyStage:
         return batch_of(rows)
 
     def _decode_group(self, rows: list[dict[str, Any]], members: list[tuple[int, int]]) -> None:
-        from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
+        from .metrics import quality_of
 
         for start in range(0, len(members), self.batch_size):
             chunk = members[start : start + self.batch_size]
@@ -199,9 +200,9 @@ class VerifyStage:
             for (i, j), image in zip(chunk, images):
                 r = rows[i]
                 original = pixels_of(r)
-                perceptual = perceptual_metrics(original, image)
-                r["psnr"][j], r["ms_ssim"][j] = psnr(original, image), ms_ssim_rgb(original, image)
-                r["lpips"][j], r["dists"][j], r["decode_ms"][j] = perceptual["lpips"], perceptual["dists"], ms
+                for name, value in quality_of(original, image).items():
+                    r[name][j] = value
+                r["decode_ms"][j] = ms
                 if self.images_uri:
                     write_png(self.images_uri, f"{r['image_id']}_level{r['rate_levels'][j]}.png", image, self.storage)
 
@@ -313,7 +314,7 @@ def _classic_result(original: np.ndarray, res, mode: str, level: int | None, tar
                     measured: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """One classical result as the rows builder reads it; metrics only where the target was reached."""
     from .classic_codecs import decode_classic
-    from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
+    from .metrics import quality_of
 
     out = {"codec": res.codec, "rate_level": level, "setting": f"quality {res.quality}", "mode": mode,
            "reached": res.reached, "target_bpp": target}
@@ -323,7 +324,6 @@ def _classic_result(original: np.ndarray, res, mode: str, level: int | None, tar
         t0 = time.perf_counter()
         decoded = decode_classic(res.data)
         decode_ms = (time.perf_counter() - t0) * 1000
-        measured[res.quality] = {"n_bytes": len(res.data), "bpp": res.bpp, "psnr": psnr(original, decoded),
-                                 "ms_ssim": ms_ssim_rgb(original, decoded), **perceptual_metrics(original, decoded),
+        measured[res.quality] = {"n_bytes": len(res.data), "bpp": res.bpp, **quality_of(original, decoded),
                                  "encode_ms": res.encode_ms, "decode_ms": decode_ms}
     return {**out, **measured[res.quality]}

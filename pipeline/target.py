@@ -28,14 +28,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .metrics import QUALITY_METRICS
 from .rows import Batch, batch_of, failed, rows_of
 from .stages import EncodeStage, pixels_of
 from .storage import StorageOptions
 
 __all__ = ["QualityTarget", "cheapest_meeting", "TargetStage", "target_summary"]
-
-HIGHER_IS_BETTER = {"psnr": True, "ms_ssim": True, "lpips": False, "dists": False}
-
 
 @dataclass(frozen=True)
 class QualityTarget:
@@ -47,11 +45,11 @@ class QualityTarget:
     @classmethod
     def parse(cls, text: str) -> QualityTarget:
         m = re.fullmatch(r"\s*([a-z_-]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+)\s*", text or "")
-        if not m or m.group(1).replace("-", "_") not in HIGHER_IS_BETTER:
+        if not m or m.group(1).replace("-", "_") not in QUALITY_METRICS:
             raise ValueError(f"--target {text!r}: expected METRIC>=VALUE or METRIC<=VALUE with METRIC one of psnr, "
                              "ms_ssim, lpips, dists (e.g. ms_ssim>=0.9, psnr>=30, lpips<=0.2)")
         metric, op, value = m.group(1).replace("-", "_"), m.group(2), float(m.group(3))
-        want = ">=" if HIGHER_IS_BETTER[metric] else "<="
+        want = ">=" if QUALITY_METRICS[metric] > 0 else "<="
         if op != want:
             raise ValueError(f"--target {text!r}: {metric} is better when {'higher' if want == '>=' else 'lower'}; "
                              f"write {metric}{want}{value:g}")
@@ -59,12 +57,12 @@ class QualityTarget:
 
     @property
     def op(self) -> str:
-        return ">=" if HIGHER_IS_BETTER[self.metric] else "<="
+        return ">=" if QUALITY_METRICS[self.metric] > 0 else "<="
 
     def met(self, value: float | None) -> bool:
         if value is None or math.isnan(value):
             return False
-        return value >= self.value if HIGHER_IS_BETTER[self.metric] else value <= self.value
+        return value >= self.value if QUALITY_METRICS[self.metric] > 0 else value <= self.value
 
     def __str__(self) -> str:
         return f"{self.metric}{self.op}{self.value:g}"
@@ -113,7 +111,7 @@ class TargetStage:
         return batch_of(rows)
 
     def _choose(self, r: dict[str, Any]) -> None:
-        from .metrics import ms_ssim_rgb, perceptual_metrics, psnr
+        from .metrics import quality_of
 
         original = pixels_of(r)
         pixels = original.shape[0] * original.shape[1]
@@ -128,8 +126,7 @@ class TargetStage:
             t0 = time.perf_counter()
             (image,) = self.codec.decode([streams[level]])
             ms = (time.perf_counter() - t0) * 1000
-            measured[level] = {"psnr": psnr(original, image), "ms_ssim": ms_ssim_rgb(original, image),
-                               **perceptual_metrics(original, image), "decode_ms": ms}
+            measured[level] = {**quality_of(original, image), "decode_ms": ms}
             return measured[level][self.target.metric]
 
         chosen, met = cheapest_meeting(candidates, measure, self.target)
@@ -141,10 +138,11 @@ class TargetStage:
                  decodes=len(measured))
 
 
-def target_summary(output_uri: str, storage: StorageOptions | None, target: str) -> dict[str, Any]:
+def target_summary(output_uri: str, storage: StorageOptions | None) -> dict[str, Any]:
     """The archive's target figures, streamed from its committed tables (a few numbers per level
-    in memory, however many images): the share meeting the target, the bytes spent, and the
-    bytes of the cheapest single level that meets it on at least the same share of images."""
+    in memory, however many images): the target, the share meeting it, the levels kept (all, and
+    where met), the bytes spent, and the bytes of the cheapest single level that meets it on at
+    least the same share of images. The job's summary and the report's histogram both read it."""
     from deltalake import DeltaTable
 
     from .delta import delta_storage_options, table_uri
@@ -154,17 +152,19 @@ def target_summary(output_uri: str, storage: StorageOptions | None, target: str)
         return DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).to_pyarrow_dataset().to_batches(columns=columns)
 
     images = met = spent = decodes = 0
-    first_met: dict[int, int] = {}
+    target = None
+    met_levels: dict[int, int] = {}
     chosen: dict[int, int] = {}
-    for b in batches("bitstreams", ["rate_level", "n_bytes", "chosen", "target_met"]):
+    for b in batches("bitstreams", ["rate_level", "n_bytes", "chosen", "target_met", "target"]):
         kept = b.filter(pc.equal(b.column("chosen"), True))
-        for level, n, ok in zip(*(kept.column(c).to_pylist() for c in ("rate_level", "n_bytes", "target_met"))):
+        for level, n, ok, t in zip(*(kept.column(c).to_pylist() for c in ("rate_level", "n_bytes", "target_met", "target"))):
+            target = target or t
             images += 1
             spent += n
             chosen[level] = chosen.get(level, 0) + 1
             if ok:
                 met += 1
-                first_met[level] = first_met.get(level, 0) + 1
+                met_levels[level] = met_levels.get(level, 0) + 1
     level_bytes: dict[int, int] = {}
     for b in batches("metrics", ["rate_level", "n_bytes", "mode", "decode_ms"]):
         rows = b.filter(pc.is_in(b.column("mode"), value_set=pa.array(["target", "probe"])))
@@ -174,10 +174,11 @@ def target_summary(output_uri: str, storage: StorageOptions | None, target: str)
     share = met / images if images else 0.0
     fixed = None
     for level in sorted(level_bytes):  # images meeting at a fixed level: those whose cheapest is at or below it
-        if images and sum(n for lv, n in first_met.items() if lv <= level) / images >= share:
+        if images and sum(n for lv, n in met_levels.items() if lv <= level) / images >= share:
             fixed = {"level": level, "bytes": level_bytes[level]}
             break
     return {"target": target, "images": images, "met": met, "share_met": round(share, 4), "bytes": spent,
             "decodes_per_image": round(decodes / images, 3) if images else None,
             "chosen_levels": {str(k): v for k, v in sorted(chosen.items())},
+            "met_levels": {str(k): v for k, v in sorted(met_levels.items())},
             "fixed_level": fixed, "saving": round(1 - spent / fixed["bytes"], 4) if fixed and fixed["bytes"] else None}
