@@ -135,13 +135,14 @@ def _decoder(model: ModelInfo, storage: StorageOptions | None):
 
 
 def _crops(output_uri: str, storage: StorageOptions | None, rows: list[dict[str, Any]], model: ModelInfo,
-           images: list[str], levels: list[int]) -> dict[str, list[tuple[int, bytes]] | str]:
-    """image_id -> its panels per level, or why there are none."""
-    wanted = read_delta(output_uri, "bitstreams", storage, columns=["image_id", "rate_level", "bitstream", "model_id"],
-                        filters=[("image_id", "in", images)]).to_pylist()
+           wanted_levels: dict[str, list[int]]) -> dict[str, list[tuple[int, bytes]] | str]:
+    """image_id -> its panels at the levels it is shown at, or why there are none (only those
+    streams are read and decoded)."""
+    wanted = read_delta(output_uri, "bitstreams", storage, columns=["image_id", "rate_level", "bitstream"],
+                        filters=[("image_id", "in", sorted(wanted_levels))]).to_pylist()
     codec = _decoder(model, storage) if wanted else None
     out: dict[str, list[tuple[int, bytes]] | str] = {}
-    for image_id in images:
+    for image_id, levels in sorted(wanted_levels.items()):
         streams = {int(b["rate_level"]): b["bitstream"] for b in wanted if b["image_id"] == image_id and b["rate_level"] in levels}
         mine = [r for r in rows if r["image_id"] == image_id]
         try:
@@ -183,8 +184,11 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
     shown = sorted(set(shown))
     worst = worst_images(rows, name)
     typical = _typical(rows, name, levels[len(levels) // 2]) if levels else None
-    crop_ids = sorted({*(w["image_id"] for w in worst), *([typical] if typical else [])})
-    crops = _crops(output_uri, storage, rows, model, crop_ids, shown) if crop_ids else {}
+    # The typical image at every shown level; a worst one only at the middle level it is shown at.
+    crop_levels = {w["image_id"]: [shown[len(shown) // 2]] for w in worst}
+    if typical:
+        crop_levels[typical] = shown
+    crops = _crops(output_uri, storage, rows, model, crop_levels) if crop_levels else {}
     by_image_bd = defaultdict(list)
     for p in per_image:
         if p["metric"] in ("ms_ssim", "psnr") and p["bd_rate"] is not None:
