@@ -148,7 +148,7 @@ class DeltaOutput:
 
         Reads ``work_units`` at its latest version: requests grow with its commits, not with images.
         """
-        units = read_delta(self.output_uri, "work_units", self.storage, columns=["unit_id", "model_id"])
+        units = self.table("work_units").to_pyarrow_table(columns=["unit_id", "model_id"])  # the table already open
         self.next_window = self.last_window() + 1
         return set(units.column("unit_id").to_pylist()), set(units.column("model_id").unique().to_pylist())
 
