@@ -37,18 +37,18 @@ def main() -> None:
         raise SystemExit(f"no PNGs in {args.kodak}")
     totals = {q.index: {"fixed": 0, "order0": 0, "context": 0, "pixels": 0, "decode_s": 0.0} for q in codec.ladder}
     for f in files:
-        x = codec._to_tensor([np.asarray(Image.open(f).convert("RGB"))])
+        x = codec.model.to_model_input([np.asarray(Image.open(f).convert("RGB"))])
         with torch.inference_mode():
-            z = codec.encode_latents(x)
+            z = codec.model.encode_latents(x)
         for q in codec.ladder:
             with torch.inference_mode():
-                grid = codec.hyper_encoders[q.index].encode(z)[0].numpy()
+                grid = codec.model.hyper_encoders[q.index].encode(z)[0].numpy()
             flat = grid.reshape(q.groups, -1)
             t = totals[q.index]
             t["pixels"] += x.shape[-1] * x.shape[-2]
             t["fixed"] += len(_encode_fixed(flat, q.codebook_size))
-            order0 = len(_encode_rans(flat, codec.entropy_tables[q.index]))
-            model = codec.context_models.get(q.index)
+            order0 = len(_encode_rans(flat, codec.model.entropy_tables[q.index]))
+            model = codec.model.context_models.get(q.index)
             t["order0"] += order0
             if model is None:
                 t["context"] += order0
@@ -67,7 +67,7 @@ def main() -> None:
         decode_ms = 1000 * t["decode_s"] / len(files)
         rows.append({"level": k, **{f"{c}_payload_bpp": round(v, 5) for c, v in bpp.items()}, "saving": round(saving, 4),
                      "context_decode_ms": round(decode_ms, 2)})
-        ctx = f"{bpp['context']:.4f}" if k in codec.context_models else "(no context model)"
+        ctx = f"{bpp['context']:.4f}" if k in codec.model.context_models else "(no context model)"
         print(f"| {k} | {bpp['fixed']:.4f} | {bpp['order0']:.4f} | {ctx} | {100 * saving:.1f}% | {decode_ms:.1f} |")
     RESULTS.mkdir(exist_ok=True)
     out = {"model": args.model, "model_id": codec.model_id, "images": len(files), "payload_only": True,

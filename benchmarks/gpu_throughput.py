@@ -39,14 +39,14 @@ SD21_UNET = dict(
 )
 
 
-def sd21_shaped_codec():
+def sd21_shaped_model():
     """oscar-sd21 with SD 2.1's layer shapes and random weights (adapters merged, as loaded)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from oscar_model.autoencoder import DiffusersAutoencoder
-    from oscar_model.codec import OscarCodec
     from oscar_model.config import CodecConfig
     from oscar_model.convert import LORA_ALPHA, OFFICIAL_LADDER, OFFICIAL_TILING
+    from oscar_model.model import OscarModel
     from oscar_model.perco import PercoHyperEncoder
     from oscar_model.sd21 import LoraConditionedUNet, LoraSpec, release_lora_targets
 
@@ -56,9 +56,9 @@ def sd21_shaped_codec():
     hyper = [PercoHyperEncoder(downsample=p.downsample, codebook_size=p.codebook_size) for p in OFFICIAL_LADDER]
     config = CodecConfig(name="oscar-sd21 (random weights)", ladder=OFFICIAL_LADDER, autoencoder_type="diffusers-kl",
                          hyper_encoder_type="perco", denoiser_type="sd21-lora", tiling=dict(OFFICIAL_TILING))
-    codec = OscarCodec(config, DiffusersAutoencoder(AutoencoderKL(**SD21_VAE)), hyper, denoiser)
+    model = OscarModel(config, DiffusersAutoencoder(AutoencoderKL(**SD21_VAE)), hyper, denoiser)
     denoiser.merge_adapters()
-    return codec
+    return model
 
 
 def photos(n: int, width: int, height: int) -> list[np.ndarray]:
@@ -101,13 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     from oscar_model.codec import OscarCodec
+    from oscar_model.model import OscarModel
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke run")
     rows = []
     for name in args.models.split(","):
-        codec = OscarCodec.from_pretrained("oscar-tiny", device=device) if name == "tiny" else sd21_shaped_codec().to(device).eval()
+        model = OscarModel.from_pretrained("oscar-tiny", device=device) if name == "tiny" else sd21_shaped_model().to(device).eval()
+        codec = OscarCodec(model)
         level = len(codec.ladder) - 1 if args.level is None else args.level
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))

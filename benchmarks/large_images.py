@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from oscar_model import OscarCodec
 
     codec = OscarCodec.from_pretrained(args.model, device="cpu")
-    tiling, f = codec.tiling, int(codec.autoencoder.downscale)
+    tiling, f = codec.tiling, int(codec.model.autoencoder.downscale)
     cli = [sys.executable, "-m", "oscar_model.cli"]
     rows = []
     work = Path(tempfile.mkdtemp(prefix="oscar-large-"))

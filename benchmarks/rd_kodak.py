@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     per_image: list[dict] = []
     for name, img in images.items():
         h, w = img.shape[:2]
-        x = codec._to_tensor([img])
+        x = codec.model.to_model_input([img])
         with torch.inference_mode():
-            ae = codec.decode_latents(codec.encode_latents(x))[:, :, :h, :w]
+            ae = codec.model.decode_latents(codec.model.encode_latents(x))[:, :, :h, :w]
         ae_img = ((ae.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         per_image.append({"image": name, "codec": "autoencoder only", "level": None, "bpp": None,
                           "psnr": psnr(img, ae_img), "ms_ssim": ms_ssim_rgb(img, ae_img)})

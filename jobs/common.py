@@ -12,7 +12,7 @@ from pathlib import Path
 
 from oscar_model.cli import one_line
 from oscar_model.images import DEFAULT_MAX_PIXELS
-from oscar_model.tiling import parse_tile
+from oscar_model.options import CodecOptions
 from pipeline.config import ActorConfig
 from pipeline.storage import StorageOptions
 
@@ -60,8 +60,8 @@ def common_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
     return {"output": resolve_output(args.output), "model": args.model, "device": args.device, "storage": storage(args),
             "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
-            "ray_address": args.ray_address, "verbose": args.verbose, "max_pixels": args.max_pixels, "tile": parse_tile(args.tile),
-            "precision": args.precision, **pool_options(args)}
+            "ray_address": args.ray_address, "verbose": args.verbose,
+            "codec": CodecOptions(args.max_pixels, args.tile, args.precision), **pool_options(args)}
 
 
 def resolve_output(output: str) -> str:

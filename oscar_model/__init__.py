@@ -14,11 +14,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["OscarCodec", "CodecConfig", "ModelInfo", "RateLadder", "RatePoint", "BitstreamError", "ModelWeightsMissing", "MODELS"]
+__all__ = ["OscarCodec", "OscarModel", "CodecOptions", "CodecConfig", "ModelInfo", "RateLadder", "RatePoint", "BitstreamError", "ModelWeightsMissing", "MODELS"]
 __version__ = "0.1.0"
 
 _LOCATIONS = {
     "OscarCodec": "codec",
+    "OscarModel": "model",
+    "CodecOptions": "options",
     "CodecConfig": "config",
     "ModelInfo": "model_info",
     "RateLadder": "rates",
@@ -32,7 +34,9 @@ if TYPE_CHECKING:
     from .bitstream import BitstreamError
     from .codec import OscarCodec
     from .config import CodecConfig
+    from .model import OscarModel
     from .model_info import ModelInfo
+    from .options import CodecOptions
     from .rates import RateLadder, RatePoint
     from .registry import MODELS, ModelWeightsMissing
 

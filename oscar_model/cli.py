@@ -26,22 +26,20 @@ TILE_HELP = ("large images: auto (the model's tiles), off (every image whole, as
 _STARTED = time.perf_counter()  # the command's start, so reported times include imports and loading
 
 
-def _load_codec(model: str, max_pixels: int | None = None, tile: str = "auto"):
+def _load_codec(args: argparse.Namespace):
+    """``--model`` run with ``--max-pixels``, ``--tile`` and (decode only) ``--precision``; bad
+    options fail before the model loads."""
     from .codec import OscarCodec
-    from .tiling import parse_tile
+    from .options import CodecOptions
 
-    tile_mode = parse_tile(tile)  # a bad --tile fails before the model loads
-    codec = OscarCodec.from_pretrained(model)
-    if max_pixels:
-        codec.max_pixels = max_pixels
-    codec.tile = tile_mode
-    return codec
+    options = CodecOptions(args.max_pixels, args.tile, vars(args).get("precision", "auto"))
+    return OscarCodec.from_pretrained(args.model, options=options)
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     from .images import open_image, to_rgb_array
 
-    codec = _load_codec(args.model, args.max_pixels, args.tile)
+    codec = _load_codec(args)
     if args.level is not None:
         point = codec.ladder.get(args.level)
     else:
@@ -82,8 +80,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     if not many:
         unpack(inputs[0].read_bytes())  # a malformed file fails before the model is loaded
     t_load = time.perf_counter()
-    codec = _load_codec(args.model, args.max_pixels, args.tile)
-    codec.precision = args.precision
+    codec = _load_codec(args)
     load_s = time.perf_counter() - t_load
     failed = 0
     for path in inputs:
@@ -154,9 +151,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_official
 
     t0 = time.perf_counter()
-    codec = convert_official(args.sd21, args.checkpoint, args.out, copy_base=args.copy_base, name=args.name)
+    model = convert_official(args.sd21, args.checkpoint, args.out, copy_base=args.copy_base, name=args.name)
     print(
-        f"{args.out}: {codec.config.name} with {len(codec.ladder)} levels (model id {codec.model_id}), "
+        f"{args.out}: {model.config.name} with {len(model.ladder)} levels (model id {model.model_id}), "
         f"SD 2.1 {'copied' if args.copy_base else 'referenced at ' + str(args.sd21)}, in {time.perf_counter() - t0:.1f} s.\n"
         f"Streams are fixed-length until you fit entropy tables: oscar fit-tables --model {args.out} --images PHOTOS"
     )

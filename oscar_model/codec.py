@@ -1,18 +1,22 @@
 """OscarCodec: images <-> OSCAR bitstreams, at any rate of the model's ladder.
 
-The networks and their tensor-level steps are :class:`~oscar_model.model.OscarModel`'s; this
-adds what users hold: images in, streams out, and back. Same-size images are batched; an image
-larger than the model's tile is coded tile by tile (:mod:`oscar_model.tiled_codec`) with the
-same bitstream. A thin image (a strip a few pixels tall) is coded folded into a near-square one
-(:mod:`oscar_model.folding`). On CUDA the decoder's networks run under bf16 autocast.
+A codec holds an :class:`~oscar_model.model.OscarModel` (the networks and their tensor-level
+steps, which training changes in place) and the :class:`~oscar_model.config.CodecOptions` it
+runs with, and adds what users hold: images in, streams out, and back. Same-size images are
+batched; an image larger than a tile is coded tile by tile (:mod:`oscar_model.tiled_codec`)
+with the same bitstream. A thin image (a strip a few pixels tall) is coded folded into a
+near-square one (:mod:`oscar_model.folding`). It is not an ``nn.Module``: what it adds is
+policy over a model, not parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import overload
 
 import numpy as np
@@ -22,22 +26,87 @@ from .bitstream import BitstreamError, Container, dequantize_rms, pack, quantize
 from .config import CodecConfig
 from .entropy import decode_indices, encode_indices
 from .folding import Fold, fold, fold_layout, unfold
-from .images import DEFAULT_MAX_PIXELS, ImageLike, same_size_batches, to_rgb_array
+from .images import ImageLike, same_size_batches, to_rgb_array
 from .model import OscarModel
+from .options import CodecOptions
 from .pixels import padded_size, to_uint8
-from .rates import RateLike, RatePoint
+from .rates import RateLadder, RateLike, RatePoint
 from .refine import refine_indices
 from .tiled_codec import decode_tiled, encode_tiled
+from .tiling import Tiling
 
-__all__ = ["CodecConfig", "OscarCodec", "BitstreamError"]
+__all__ = ["CodecConfig", "CodecOptions", "OscarCodec", "BitstreamError"]
 
 
-class OscarCodec(OscarModel):
-    """The whole codec. Build with :meth:`from_pretrained` (a registered name or a folder)."""
+class OscarCodec:
+    """The whole codec. Build with :meth:`from_pretrained` (a registered name or a folder), or
+    around a model in memory: ``OscarCodec(model, CodecOptions(tile="off"))``."""
 
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    """The largest image a stream may claim (as for inputs): the decoder's work and memory are
-    bounded by it before anything is allocated. Set it on an instance to change it."""
+    def __init__(self, model: OscarModel, options: CodecOptions | None = None) -> None:
+        self.model = model
+        self.options = options or CodecOptions()
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, device: str | torch.device | None = None, options: CodecOptions | None = None,
+    ) -> OscarCodec:
+        """Loads a model folder (:meth:`OscarModel.from_pretrained`: safetensors only; ``device=None``:
+        CUDA when present, else CPU) and runs it with ``options``."""
+        return cls(OscarModel.from_pretrained(name_or_path, device=device), options)
+
+    def with_options(self, **changes) -> OscarCodec:
+        """The same model (shared, not copied) run with some options changed."""
+        return OscarCodec(self.model, dataclasses.replace(self.options, **changes))
+
+    # ------------------------------------------------------------------ what the model says
+    @property
+    def config(self) -> CodecConfig:
+        return self.model.config
+
+    @property
+    def ladder(self) -> RateLadder:
+        return self.model.ladder
+
+    @property
+    def model_id(self) -> str:
+        """The 8 hex digits every stream of this model carries (:attr:`OscarModel.model_id`)."""
+        return self.model.model_id
+
+    @property
+    def model_hash(self) -> str:
+        return self.model.model_hash
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def stride(self) -> int:
+        """Images are padded to a multiple of this before encoding."""
+        return self.model.stride
+
+    @property
+    def max_pixels(self) -> int:
+        return self.options.max_pixels
+
+    # ------------------------------------------------------------------ how it runs
+    @property
+    def tiling(self) -> Tiling:
+        """The tiles in use (``options.tile`` over the model's own), on the latent grid's stride."""
+        base = Tiling(**self.config.tiling)
+        tile = self.options.tile
+        if tile == "off":
+            base = Tiling(base.tile, base.overlap, whole_up_to=1 << 30)
+        elif tile != "auto":
+            base = Tiling(int(tile), min(base.overlap, int(tile) // 4), whole_up_to=int(tile))
+        return base.aligned(self.stride // int(self.model.autoencoder.downscale))
+
+    def decode_autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the decoder's networks where ``options.precision`` asks for it, else nothing."""
+        precision = self.options.precision
+        if precision == "bf16" or (precision == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ bytes-level API
     @overload
@@ -101,7 +170,7 @@ class OscarCodec(OscarModel):
                     raise ValueError(f"--refine works on images up to one tile ({self.tiling.tile * 8} px); this one is {w}x{h}")
                 for i in idxs:
                     t0 = time.perf_counter()
-                    codes, rms = encode_tiled(self, arrays[i], points)
+                    codes, rms = encode_tiled(self.model, self.tiling, arrays[i], points)
                     ae_ms[i] = (time.perf_counter() - t0) * 1000
                     for pos, point in enumerate(points):
                         t1 = time.perf_counter()
@@ -109,9 +178,9 @@ class OscarCodec(OscarModel):
                         rate_ms[i][pos] = (time.perf_counter() - t1) * 1000
                 continue
             t0 = time.perf_counter()
-            x = self._to_tensor([arrays[i] for i in idxs])
-            z = self.encode_latents(x)
-            rms = self.channel_rms(z).cpu().numpy()
+            x = self.model.to_model_input([arrays[i] for i in idxs])
+            z = self.model.encode_latents(x)
+            rms = self.model.channel_rms(z).cpu().numpy()
             if refine_steps > 0:  # the norms the decoder will use, once for every level
                 sent = np.stack([dequantize_rms(quantize_rms(r)) for r in rms])
                 target = torch.from_numpy(sent).float().to(self.device)
@@ -119,9 +188,9 @@ class OscarCodec(OscarModel):
             for pos, point in enumerate(points):
                 t1 = time.perf_counter()
                 if refine_steps > 0:
-                    codes = refine_indices(self, x, z, point, target, refine_steps, size=(h, w)).cpu().numpy()
+                    codes = refine_indices(self.model, x, z, point, target, refine_steps, size=(h, w)).cpu().numpy()
                 else:
-                    codes = self.hyper_encoders[point.index].encode(z).cpu().numpy()
+                    codes = self.model.hyper_encoders[point.index].encode(z).cpu().numpy()
                 for b, i in enumerate(idxs):
                     out[i][pos] = pack_image(i, codes[b], point, rms[b])
                 t_rate = (time.perf_counter() - t1) * 1000 / len(idxs)
@@ -133,14 +202,14 @@ class OscarCodec(OscarModel):
 
     def fits_one_tile(self, height: int, width: int) -> bool:
         """Whether an image of this size takes the whole-image path (see :mod:`oscar_model.tiling`)."""
-        f = int(self.autoencoder.downscale)
+        f = int(self.model.autoencoder.downscale)
         ph, pw = padded_size(height, width, self.stride)
         return self.tiling.fits(ph // f, pw // f)
 
     def _pack(self, codes: np.ndarray, point: RatePoint, h: int, w: int, rms: np.ndarray, folded: bool) -> bytes:
         coding, payload = encode_indices(
-            codes.reshape(point.groups, -1), point.codebook_size, self.entropy_tables.get(point.index),
-            self.context_models.get(point.index), codes.shape[-2:],
+            codes.reshape(point.groups, -1), point.codebook_size, self.model.entropy_tables.get(point.index),
+            self.model.context_models.get(point.index), codes.shape[-2:],
         )
         return pack(Container(self.model_id, point.index, coding, h, w, quantize_rms(rms), payload, folded=folded))
 
@@ -168,8 +237,9 @@ class OscarCodec(OscarModel):
             )
         if c.rate_index >= len(self.ladder):
             raise BitstreamError(f"stream names rate level {c.rate_index}; the model has {len(self.ladder)}")
-        if len(c.rms_codes) != self.autoencoder.latent_channels:
-            raise BitstreamError(f"stream has {len(c.rms_codes)} latent channels, model {self.autoencoder.latent_channels}")
+        channels = self.model.autoencoder.latent_channels
+        if len(c.rms_codes) != channels:
+            raise BitstreamError(f"stream has {len(c.rms_codes)} latent channels, model {channels}")
         try:
             self.check_size(*self.coded_size(c), "stream claims a" + (" folded" if c.folded else ""))
         except ValueError as e:
@@ -177,7 +247,7 @@ class OscarCodec(OscarModel):
         return c, self.ladder.get(c.rate_index)
 
     def check_size(self, height: int, width: int, what: str) -> None:
-        """Refuses an image whose area padded to the model's stride exceeds ``max_pixels``.
+        """Refuses an image whose area padded to the model's stride exceeds ``options.max_pixels``.
 
         The padded area is what the networks process: a 1x50,000,000 header passed a check of
         the claimed area and asked for 32x as much work.
@@ -194,7 +264,7 @@ class OscarCodec(OscarModel):
         gh, gw = point.grid(*padded_size(*self.coded_size(c), self.stride))
         flat = decode_indices(
             c.payload, c.coding, point.groups, gh * gw, point.codebook_size,
-            self.entropy_tables.get(point.index), self.context_models.get(point.index), (gh, gw),
+            self.model.entropy_tables.get(point.index), self.model.context_models.get(point.index), (gh, gw),
         )
         return flat.reshape(point.groups, gh, gw)
 
@@ -224,14 +294,15 @@ class OscarCodec(OscarModel):
             rms = {i: torch.from_numpy(dequantize_rms(parsed[i][0].rms_codes)).float() for i in members}
             if not self.fits_one_tile(h, w):
                 for i in members:
-                    out[i] = decode_tiled(self, codes[i], point, rms[i], (h, w), timestep, denoise)
+                    with self.decode_autocast():
+                        out[i] = decode_tiled(self.model, self.tiling, codes[i], point, rms[i], (h, w), timestep, denoise)
                 continue
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
                 idx = torch.from_numpy(np.stack([codes[i] for i in chunk])).to(self.device)
                 target = torch.stack([rms[i] for i in chunk]).to(self.device)
                 with self.decode_autocast():
-                    images = self.decode_latents(self.reconstruct_latents(idx, point, target, timestep, denoise))
+                    images = self.model.decode_latents(self.model.reconstruct_latents(idx, point, target, timestep, denoise))
                 pixels = to_uint8(images[:, :, :h, :w])
                 for b, i in enumerate(chunk):
                     out[i] = pixels[b]

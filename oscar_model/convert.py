@@ -20,6 +20,7 @@ import torch
 
 from .autoencoder import DiffusersAutoencoder
 from .config import CodecConfig
+from .model import OscarModel
 from .perco import PercoHyperEncoder, official_to_ours
 from .rates import RateLadder, RatePoint
 from .schedule import ScaledLinearSchedule
@@ -104,16 +105,14 @@ def _hyper_encoders(state: dict[str, torch.Tensor], ladder: RateLadder) -> list[
 
 def convert_official(
     sd21: str | Path, checkpoint: str | Path, out: str | Path, copy_base: bool = False, name: str = "oscar-sd21"
-):
+) -> OscarModel:
     """Builds the published OSCAR from ``sd21`` (a diffusers SD 2.1 folder: vae/, unet/,
     scheduler/, safetensors weights) and the released ``checkpoint``; saves it to ``out``.
 
     ``copy_base``: copy SD's VAE and UNet into the folder (self-contained, about 3.5 GB) instead
-    of referring to ``sd21`` by its absolute path. Returns the codec (adapters not merged).
+    of referring to ``sd21`` by its absolute path. Returns the model (adapters not merged).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from .codec import OscarCodec
 
     sd21 = Path(sd21).resolve()
     ckpt = read_official_checkpoint(checkpoint)
@@ -133,6 +132,6 @@ def convert_official(
         tiling=dict(OFFICIAL_TILING),
         info={"converted_from": {"sd21": str(sd21), "checkpoint": str(Path(checkpoint).resolve()), "base_copied": copy_base}},
     )
-    codec = OscarCodec(config, autoencoder, hyper_encoders, denoiser).eval()
-    codec.save_pretrained(out)
-    return codec
+    model = OscarModel(config, autoencoder, hyper_encoders, denoiser).eval()
+    model.save_pretrained(out)
+    return model

@@ -1,4 +1,4 @@
-"""Building fresh (untrained) codecs: the oscar-tiny design and small test models."""
+"""Building fresh (untrained) models: the oscar-tiny design and small test models."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import Any
 from torch import nn
 
 from .autoencoder import CompactAutoencoder
-from .codec import OscarCodec
 from .config import CodecConfig
 from .denoiser import build_tiny_denoiser
 from .hyper_encoder import HyperEncoder
+from .model import OscarModel
 from .rates import RateLadder, RatePoint
 
-__all__ = ["TINY_LADDER", "build_codec"]
+__all__ = ["TINY_LADDER", "build_model"]
 
 # oscar-tiny's ladder. Timesteps here are starting guesses in the reference model's range;
 # training's calibration stage replaces them with measured ones.
@@ -31,7 +31,7 @@ TINY_LADDER = RateLadder(
 )
 
 
-def build_codec(
+def build_model(
     name: str = "oscar-tiny",
     ladder: RateLadder = TINY_LADDER,
     autoencoder: nn.Module | None = None,
@@ -39,8 +39,8 @@ def build_codec(
     denoiser: dict[str, Any] | None = None,
     autoencoder_config: dict[str, Any] | None = None,
     prediction_type: str = "v_prediction",
-) -> OscarCodec:
-    """A randomly initialised codec (or one around a given trained autoencoder)."""
+) -> OscarModel:
+    """A randomly initialised model (or one around a given trained autoencoder)."""
     he_cfg = {"channels": 96, "num_res_blocks": 2, "attention": True, "codebook_dim": 16, **(hyper_encoder or {})}
     ae = autoencoder if autoencoder is not None else CompactAutoencoder(**(autoencoder_config or {}))
     hes = [
@@ -55,4 +55,4 @@ def build_codec(
     ]
     unet = build_tiny_denoiser(**(denoiser or {}))
     config = CodecConfig(name=name, ladder=ladder, prediction_type=prediction_type, hyper_encoder=he_cfg)
-    return OscarCodec(config, ae, hes, unet)
+    return OscarModel(config, ae, hes, unet)

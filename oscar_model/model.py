@@ -15,7 +15,6 @@ oscar-tiny, or Stable Diffusion 2.1 with LoRA for the published model), plus
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -35,7 +34,6 @@ from .entropy import ENTROPY_TABLES_NAME, entropy_tensors, load_entropy_tables
 from .pixels import arrays_to_model_input
 from .rates import RateLadder, RatePoint
 from .registry import CONFIG_NAME, resolve_model_path
-from .tiling import Tiling
 
 __all__ = ["OscarModel", "default_device"]
 
@@ -46,7 +44,8 @@ def default_device() -> torch.device:
 
 class OscarModel(nn.Module):
     """The networks, ladder and entropy tables of a model folder, its identity, and the tensor-level
-    steps of coding; :class:`~oscar_model.codec.OscarCodec` adds images and bytes on top."""
+    steps of coding. Training changes it in place; :class:`~oscar_model.codec.OscarCodec` holds
+    one and adds images, bytes and the choices of how to run (tiles, precision, limits)."""
 
     def __init__(
         self,
@@ -77,10 +76,6 @@ class OscarModel(nn.Module):
         self.entropy_tables: dict[int, np.ndarray] = dict(entropy_tables or {})
         self.context_models: dict[int, ContextModel] = dict(context_models or {})
         self._model_hash: str | None = None
-        self.precision = "auto"
-        """The decoder's networks: ``"fp32"`` (the reference), ``"bf16"`` (autocast on any
-        device), or ``"auto"`` (bf16 on CUDA, where it is about twice as fast, fp32 elsewhere).
-        Encoding is always fp32, so a stream's indices never depend on bf16 rounding."""
 
     # ------------------------------------------------------------------ persistence
     @classmethod
@@ -101,12 +96,12 @@ class OscarModel(nn.Module):
                for p in config.ladder]
         denoiser = load_component("denoiser", config.denoiser_type, path / "denoiser")
         tables, contexts = load_entropy_tables(path / ENTROPY_TABLES_NAME, config.ladder)
-        codec = cls(config, ae, hes, denoiser, tables, contexts)
-        codec.model_hash  # noqa: B018 - computed now, from the weights as stored
-        for module in codec.modules() if merge_adapters else ():
-            if module is not codec and hasattr(module, "merge_adapters"):
+        model = cls(config, ae, hes, denoiser, tables, contexts)
+        model.model_hash  # noqa: B018 - computed now, from the weights as stored
+        for module in model.modules() if merge_adapters else ():
+            if module is not model and hasattr(module, "merge_adapters"):
                 module.merge_adapters()
-        return codec.to(torch.device(device) if device else default_device()).eval()
+        return model.to(torch.device(device) if device else default_device()).eval()
 
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
@@ -168,33 +163,8 @@ class OscarModel(nn.Module):
         f = int(self.autoencoder.downscale)
         return f * max(self.ladder.max_downsample, denoiser_stride(self.denoiser))
 
-    tile: str | int = "auto"
-    """How large images are coded: ``"auto"``, the model's tiles (``oscar.json`` "tiling");
-    ``"off"``, every image whole, as the release's test script does (memory grows with the
-    image: a GPU's choice); an int N, tiles of N latent pixels. Tiling is an encoder choice
-    that changes some indices (see the README's divergences); the stream does not record it."""
-
-    @property
-    def tiling(self) -> Tiling:
-        """The tiles in use (see :attr:`tile`), on the latent grid's stride."""
-        base = Tiling(**self.config.tiling)
-        if self.tile == "off":
-            base = Tiling(base.tile, base.overlap, whole_up_to=1 << 30)
-        elif self.tile != "auto":
-            n = int(self.tile)
-            base = Tiling(n, min(base.overlap, n // 4), whole_up_to=n)
-        return base.aligned(self.stride // int(self.autoencoder.downscale))
-
-    def decode_autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for the decoder's networks where :attr:`precision` asks for it, else nothing."""
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision {self.precision!r}: expected fp32, bf16 or auto")
-        if self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda"):
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     # ------------------------------------------------------------------ tensor-level steps
-    def _to_tensor(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    def to_model_input(self, arrays: Sequence[np.ndarray]) -> torch.Tensor:
         """Same-size RGB uint8 images -> the autoencoder's padded input (:mod:`oscar_model.pixels`)."""
         return arrays_to_model_input(arrays, self.stride, self.device)
 

@@ -44,9 +44,9 @@ class ModelInfo:
         config = json.loads((path / CONFIG_NAME).read_text())
         model_hash = config.get("model_hash")
         if model_hash is None:  # saved before oscar.json recorded it
-            from .codec import OscarCodec
+            from .model import OscarModel
 
-            model_hash = OscarCodec.from_pretrained(path, device="cpu").model_hash
+            model_hash = OscarModel.from_pretrained(path, device="cpu").model_hash
         return cls(config["name"], str(path), model_hash, RateLadder.from_dicts(config["ladder"]))
 
     def check(self, loaded_hash: str) -> None:

@@ -18,11 +18,16 @@ predictable from their neighbours (``benchmarks/rd_kodak.py --refine``).
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .image_loss import image_loss
+from .rates import RatePoint
+
+if TYPE_CHECKING:
+    from .model import OscarModel
 
 __all__ = ["refine_indices", "REFINE_LR"]
 
@@ -45,10 +50,10 @@ def _frozen(module: torch.nn.Module):
 
 
 def refine_indices(
-    codec,
+    model: OscarModel,
     images: torch.Tensor,
     latents: torch.Tensor,
-    point,
+    point: RatePoint,
     target_rms: torch.Tensor,
     steps: int,
     size: tuple[int, int] | None = None,
@@ -57,7 +62,7 @@ def refine_indices(
     """Indices (B, G, h, w) for ``point`` that decode closer to ``images`` than the greedy ones.
 
     Args:
-        codec: the :class:`~oscar_model.codec.OscarCodec` (its networks are not changed).
+        model: the :class:`~oscar_model.model.OscarModel` (its networks are not changed).
         images: padded images in [-1, 1], (B, 3, H, W).
         latents: their latents z, (B, 4, H/8, W/8).
         point: the rate level.
@@ -65,10 +70,10 @@ def refine_indices(
         steps: Adam steps; 0 returns the greedy indices.
         size: (h, w) of the image inside the padding; the loss ignores the padding.
     """
-    he = codec.hyper_encoders[point.index]
+    he = model.hyper_encoders[point.index]
     quantizer = he.quantizer
     h, w = size or images.shape[-2:]
-    with torch.inference_mode(False), torch.enable_grad(), _frozen(codec):
+    with torch.inference_mode(False), torch.enable_grad(), _frozen(model):
         # Tensors made under inference mode cannot enter autograd: work on plain copies.
         images, latents, target_rms = (t.clone() for t in (images, latents, target_rms))
         target = images[:, :, :h, :w].float()
@@ -86,8 +91,8 @@ def refine_indices(
             straight, idx, _ = quantizer(u)  # forward: the nearest codes; backward: straight to u
             with autocast:
                 z_tilde = he.decode_codes(straight).float()
-                x0 = codec.latents_from_z_tilde(z_tilde, point, target_rms)
-                x_hat = codec.decode_latents(x0)[:, :, :h, :w].float()
+                x0 = model.latents_from_z_tilde(z_tilde, point, target_rms)
+                x_hat = model.decode_latents(x0)[:, :, :h, :w].float()
             loss = image_loss(x_hat, target)
             better = loss.detach() < best_loss
             best_loss = torch.where(better, loss.detach(), best_loss)

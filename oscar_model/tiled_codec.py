@@ -17,7 +17,7 @@ import torch
 
 from .pixels import pad_array_to_stride, to_model_range, to_uint8_in_place
 from .rates import RatePoint
-from .tiling import assemble_cores, blend_tiles
+from .tiling import Tiling, assemble_cores, blend_tiles
 
 if TYPE_CHECKING:
     from .model import OscarModel
@@ -26,22 +26,24 @@ __all__ = ["encode_tiled", "decode_tiled"]
 
 
 @torch.inference_mode()
-def encode_tiled(codec: OscarModel, array: np.ndarray, points: Sequence[RatePoint]) -> tuple[list[np.ndarray], np.ndarray]:
+def encode_tiled(
+    model: OscarModel, tiling: Tiling, array: np.ndarray, points: Sequence[RatePoint]
+) -> tuple[list[np.ndarray], np.ndarray]:
     """One RGB uint8 image -> (VQ indices (G, h, w) per level of ``points``, the latent's per-channel RMS)."""
-    f, stride, device, tiling = int(codec.autoencoder.downscale), codec.stride, codec.device, codec.tiling
+    f, stride, device = int(model.autoencoder.downscale), model.stride, model.device
     h, w = array.shape[:2]
     padded = pad_array_to_stride(array, stride)
     lh, lw = padded.shape[0] // f, padded.shape[1] // f
 
     def latents(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
         tile = torch.from_numpy(np.ascontiguousarray(padded[y0 * f : y1 * f, x0 * f : x1 * f])).to(device)
-        return codec.encode_latents(to_model_range(tile[None]))
+        return model.encode_latents(to_model_range(tile[None]))
 
     z = blend_tiles(latents, lh, lw, tiling.for_autoencoder().aligned(stride // f))
-    rms = codec.channel_rms(z)[0].numpy()
+    rms = model.channel_rms(z)[0].numpy()
     codes = []
     for point in points:
-        he = codec.hyper_encoders[point.index]
+        he = model.hyper_encoders[point.index]
         grid = assemble_cores(lambda y0, y1, x0, x1, he=he: he.encode(z[:, :, y0:y1, x0:x1].to(device)),
                               lh, lw, tiling, point.downsample)
         codes.append(grid[0].numpy())
@@ -50,23 +52,23 @@ def encode_tiled(codec: OscarModel, array: np.ndarray, points: Sequence[RatePoin
 
 @torch.inference_mode()
 def decode_tiled(
-    codec: OscarModel, indices: np.ndarray, point: RatePoint, target_rms: torch.Tensor, size: tuple[int, int],
-    timestep: int | None = None, denoise: bool = True,
+    model: OscarModel, tiling: Tiling, indices: np.ndarray, point: RatePoint, target_rms: torch.Tensor,
+    size: tuple[int, int], timestep: int | None = None, denoise: bool = True,
 ) -> np.ndarray:
-    """VQ indices (G, h, w) of one image -> its RGB uint8 pixels (H, W, 3) at ``size``."""
-    f, s, device, tiling = int(codec.autoencoder.downscale), point.downsample, codec.device, codec.tiling
+    """VQ indices (G, h, w) of one image -> its RGB uint8 pixels (H, W, 3) at ``size``. The caller
+    chooses the precision (an autocast around the call)."""
+    f, s, device, stride = int(model.autoencoder.downscale), point.downsample, model.device, model.stride
     lh, lw = indices.shape[1] * s, indices.shape[2] * s
     idx = torch.from_numpy(indices)[None]
-    he = codec.hyper_encoders[point.index]
-    with codec.decode_autocast():
-        z_tilde = blend_tiles(lambda y0, y1, x0, x1: he.decode(idx[:, :, y0 // s : y1 // s, x0 // s : x1 // s].to(device)),
-                              lh, lw, tiling)
-        z_t = codec.rescale(z_tilde, target_rms[None])
-        del z_tilde
-        if denoise:
-            z_t = blend_tiles(lambda y0, y1, x0, x1: codec.denoise(z_t[:, :, y0:y1, x0:x1].to(device), point, timestep),
-                              lh, lw, tiling)
-        pixels = blend_tiles(lambda y0, y1, x0, x1: codec.decode_latents(z_t[:, :, y0:y1, x0:x1].to(device)),
-                             lh, lw, tiling.for_autoencoder().aligned(codec.stride // f), scale=f)
+    he = model.hyper_encoders[point.index]
+    z_tilde = blend_tiles(lambda y0, y1, x0, x1: he.decode(idx[:, :, y0 // s : y1 // s, x0 // s : x1 // s].to(device)),
+                          lh, lw, tiling)
+    z_t = model.rescale(z_tilde, target_rms[None])
+    del z_tilde
+    if denoise:
+        z_t = blend_tiles(lambda y0, y1, x0, x1: model.denoise(z_t[:, :, y0:y1, x0:x1].to(device), point, timestep),
+                          lh, lw, tiling)
+    pixels = blend_tiles(lambda y0, y1, x0, x1: model.decode_latents(z_t[:, :, y0:y1, x0:x1].to(device)),
+                         lh, lw, tiling.for_autoencoder().aligned(stride // f), scale=f)
     height, width = size
     return np.ascontiguousarray(to_uint8_in_place(pixels)[:height, :width])

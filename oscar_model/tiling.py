@@ -19,20 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Tiling", "parse_tile", "tile_spans", "blend_tiles", "assemble_cores"]
-
-
-def parse_tile(text: str | int) -> str | int:
-    """``--tile``: ``auto``, ``off`` or a positive number of latent pixels; a one-line error otherwise."""
-    if text in ("auto", "off"):
-        return text
-    try:
-        n = int(text)
-    except (TypeError, ValueError):
-        n = 0
-    if n <= 0:
-        raise ValueError(f"--tile {text!r}: expected auto, off or a tile side in latent pixels (e.g. 64)")
-    return n
+__all__ = ["Tiling", "tile_spans", "blend_tiles", "assemble_cores"]
 
 
 @dataclass(frozen=True)

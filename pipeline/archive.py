@@ -60,12 +60,12 @@ class ArchiveJob(ImagesJob):
 
     def build(self, todo, model):
         cfg = self.config
-        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.max_pixels)
+        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.codec.max_pixels)
         if cfg.target:
             ds = map_actors(ds, TargetStage, cfg.encode, model=model, target=cfg.target, rates=levels_of(model, cfg.rates),
                             device=cfg.device,
                             max_bpp=cfg.max_bpp, keep_all=cfg.keep_all, batch_size=cfg.encode.batch_size,
-                            max_pixels=cfg.max_pixels, tile=cfg.tile, precision=cfg.precision)
+                            options=cfg.codec)
         else:
             ds = encode_and_verify(ds, cfg, model, cfg.rates, cfg.verify, cfg.images_uri(cfg.images))
         return write_results(ds, cfg, model, self.progress)

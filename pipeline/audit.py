@@ -54,7 +54,7 @@ class AuditJob(ImagesJob):
     def build(self, todo, model):
         cfg = self.config
         classic = tuple(c for c in cfg.codecs if c in CLASSIC_CODECS)
-        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.max_pixels)
+        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.codec.max_pixels)
         ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None, keep_pixels=True)
         ds = map_actors(ds, ClassicCodecStage, self._classic_pool(), codecs=classic)
         return write_results(ds, cfg, model, self.progress)

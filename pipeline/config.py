@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from oscar_model.images import DEFAULT_MAX_PIXELS
+from oscar_model.options import CodecOptions
 
 from .storage import StorageOptions
 
@@ -50,11 +50,9 @@ class JobConfig:
         ray_address: the cluster ("host:port", "ray://..."), "local" for a fresh local Ray; None:
             $RAY_ADDRESS, else local.
         verbose: Ray Data's own progress bars and logs too.
-        max_pixels: refuse larger images (counted padded to the model's stride) and streams of them.
-        tile: ``auto`` (the model's tiles), ``off`` (every image whole, as the release) or N
-            latent pixels (:attr:`oscar_model.model.OscarModel.tile`).
-        precision: the decoder's networks in ``fp32`` (the reference), ``bf16``, or ``auto`` (bf16
-            on CUDA).
+        codec: how every actor runs the codec (:class:`~oscar_model.options.CodecOptions`): the
+            largest image an input or a stream may claim (``--max-pixels``, also applied when
+            input images are read), ``--tile`` and ``--precision``.
     """
 
     output: str
@@ -70,9 +68,7 @@ class JobConfig:
     rows_per_file: int = 16384
     ray_address: str | None = None
     verbose: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    tile: str | int = "auto"
-    precision: str = "auto"
+    codec: CodecOptions = field(default_factory=CodecOptions)
 
     def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
         """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""

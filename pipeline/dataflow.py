@@ -74,8 +74,7 @@ def encode_and_verify(
     ``rates`` are resolved to level indices here, on the driver, against the model's ladder:
     the actors receive exact levels, so a bpp is never matched to a level in two places."""
     rates = levels_of(model, rates)
-    common = {"model": model, "device": cfg.device, "max_pixels": cfg.max_pixels, "tile": cfg.tile,
-              "precision": cfg.precision}
+    common = {"model": model, "device": cfg.device, "options": cfg.codec}
     verify_kwargs = {"images_uri": images_uri, "storage": cfg.storage, "keep_pixels": keep_pixels}
     if verify and cfg.fused:
         return map_actors(ds, EncodeVerifyStage, cfg.encode, **common, rates=rates, batch_size=cfg.encode.batch_size,

@@ -166,8 +166,7 @@ class RedecodeJob(Job):
         ds = work_items(todo).map_batches(read_archive_file, fn_kwargs={"storage": cfg.storage, "level": self.level},
                                           batch_size=1, num_cpus=0.1)
         ds = map_actors(ds, ArchiveDecodeStage, cfg.decode, model=model, device=cfg.device,
-                        images_uri=cfg.images_uri(cfg.images), storage=cfg.storage, max_pixels=cfg.max_pixels,
-                        tile=cfg.tile, precision=cfg.precision)
+                        images_uri=cfg.images_uri(cfg.images), storage=cfg.storage, options=cfg.codec)
         if cfg.rates:
             ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
         return write_results(ds, cfg, model, self.progress)

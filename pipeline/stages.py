@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
+from oscar_model.options import CodecOptions
 
 from .faults import inject_fault
 from .metrics import QUALITY_METRICS
@@ -69,12 +70,12 @@ def pixels_of(row: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(int(row["height"]), int(row["width"]), 3)
 
 
-def load_codec(model: Any, device: str | None, max_pixels: int | None = None, tile: str | int = "auto",
-               precision: str = "auto"):
+def load_codec(model: Any, device: str | None, options: CodecOptions | None = None):
     """One model per actor, single-threaded torch: Ray gives each actor its share of the cores.
 
     ``model``: a :class:`~oscar_model.ModelInfo` (the weights loaded must hash to its id), a
     registered name or folder, or an already loaded codec (shared by stages fused into one actor).
+    ``options``: how it runs (limits, tiles, precision), the job's :meth:`JobConfig.codec_options`.
     """
     import torch
 
@@ -86,13 +87,9 @@ def load_codec(model: Any, device: str | None, max_pixels: int | None = None, ti
     path = model.path if isinstance(model, ModelInfo) else model
     if isinstance(model, ModelInfo) and is_remote(path):  # s3://...: fetched once per node, checked below
         path = local_model_folder(model)
-    codec = OscarCodec.from_pretrained(path, device=device)
+    codec = OscarCodec.from_pretrained(path, device=device, options=options)
     if isinstance(model, ModelInfo):
         model.check(codec.model_hash)
-    if max_pixels:
-        codec.max_pixels = max_pixels
-    codec.tile = tile
-    codec.precision = precision
     return codec
 
 
@@ -107,10 +104,9 @@ class EncodeStage:
 
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None, batch_size: int = 8,
-        refine_steps: int = 0, keep_pixels: bool = True, max_pixels: int | None = None, tile: str | int = "auto",
-        precision: str = "auto",
+        refine_steps: int = 0, keep_pixels: bool = True, options: CodecOptions | None = None,
     ) -> None:
-        self.codec = load_codec(model, device, max_pixels, tile, precision)
+        self.codec = load_codec(model, device, options)
         self.points = self.codec.ladder.resolve_many(rates)
         self.batch_size = batch_size
         self.refine_steps = refine_steps
@@ -159,10 +155,9 @@ class VerifyStage:
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
         storage: StorageOptions | None = None, batch_size: int = 8, keep_pixels: bool = False,
-        max_pixels: int | None = None, tile: str | int = "auto",
-        precision: str = "auto",
+        options: CodecOptions | None = None,
     ) -> None:
-        self.codec = load_codec(model, device, max_pixels, tile, precision)
+        self.codec = load_codec(model, device, options)
         self.images_uri = images_uri
         self.storage = storage
         self.batch_size = batch_size
@@ -219,11 +214,9 @@ class EncodeVerifyStage:
     def __init__(
         self, model: Any, rates: tuple[float | int, ...] | None = None, device: str | None = None,
         images_uri: str | None = None, storage: StorageOptions | None = None, batch_size: int = 8,
-        keep_pixels: bool = False, refine_steps: int = 0, max_pixels: int | None = None, tile: str | int = "auto",
-        precision: str = "auto",
+        keep_pixels: bool = False, refine_steps: int = 0, options: CodecOptions | None = None,
     ) -> None:
-        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps, max_pixels=max_pixels, tile=tile,
-                                  precision=precision)
+        self.encode = EncodeStage(model, rates, device, batch_size, refine_steps, options=options)
         self.verify = VerifyStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
 
     def __call__(self, batch: Batch) -> Batch:
@@ -241,10 +234,9 @@ class ArchiveDecodeStage:
 
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
-        storage: StorageOptions | None = None, max_pixels: int | None = None, tile: str | int = "auto",
-        precision: str = "auto",
+        storage: StorageOptions | None = None, options: CodecOptions | None = None,
     ) -> None:
-        self.codec = load_codec(model, device, max_pixels, tile, precision)
+        self.codec = load_codec(model, device, options)
         self.images_uri = images_uri
         self.storage = storage
 

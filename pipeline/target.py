@@ -28,6 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from oscar_model.options import CodecOptions
+
 from .metrics import QUALITY_METRICS
 from .rows import Batch, batch_of, failed, rows_of
 from .stages import EncodeStage, pixels_of
@@ -91,9 +93,8 @@ class TargetStage:
 
     def __init__(self, model: Any, target: str, rates: tuple[float | int, ...] | None = None, device: str | None = None,
                  max_bpp: float | None = None, keep_all: bool = False, batch_size: int = 8,
-                 max_pixels: int | None = None, tile: str | int = "auto", precision: str = "auto") -> None:
-        self.encode = EncodeStage(model, rates, device, batch_size, keep_pixels=True, max_pixels=max_pixels, tile=tile,
-                                  precision=precision)
+                 options: CodecOptions | None = None) -> None:
+        self.encode = EncodeStage(model, rates, device, batch_size, keep_pixels=True, options=options)
         self.codec = self.encode.codec
         self.target = QualityTarget.parse(target)
         self.max_bpp = max_bpp

@@ -18,39 +18,39 @@ TINY_TEST_LADDER_KW = dict(
 )
 
 
-def make_tiny_codec(seed: int = 0, name: str = "oscar-test"):
-    """A small random codec with rANS tables on every level (so both codings get exercised)."""
-    from oscar_model.factory import build_codec
+def make_tiny_model(seed: int = 0, name: str = "oscar-test"):
+    """A small random model with rANS tables on every level (so both codings get exercised)."""
+    from oscar_model.factory import build_model
     from oscar_model.train.tables import counts_to_table
 
     torch.manual_seed(seed)
-    codec = build_codec(name=name, **TINY_TEST_LADDER_KW).eval()
+    model = build_model(name=name, **TINY_TEST_LADDER_KW).eval()
     rng = np.random.default_rng(seed)
-    codec.entropy_tables = {
-        p.index: counts_to_table(rng.integers(0, 50, size=(p.groups, p.codebook_size))) for p in codec.ladder
+    model.entropy_tables = {
+        p.index: counts_to_table(rng.integers(0, 50, size=(p.groups, p.codebook_size))) for p in model.ladder
     }
-    codec.context_models = fit_context_models(codec)
+    model.context_models = fit_context_models(model)
     # Smaller tiles than oscar-tiny's for images over 1024 px (the bad-input panorama): the
     # global attention of a tile costs the square of its area, and tests only need correctness.
-    codec.config.tiling = {"tile": 32, "overlap": 8}
-    return codec
+    model.config.tiling = {"tile": 32, "overlap": 8}
+    return model
 
 
-def fit_context_models(codec) -> dict:
-    """Context models fitted to the codec's own indices on four photos (so they win on photos)."""
+def fit_context_models(model) -> dict:
+    """Context models fitted to the model's own indices on four photos (so they win on photos)."""
     from skimage import data
 
     from oscar_model.train.tables import CONTEXT_MAX_CODES, codebook_of, fit_context_model
 
-    grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
+    grids: dict[int, list[np.ndarray]] = {p.index: [] for p in model.ladder}
     with torch.inference_mode():
         for im in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket()):
-            z = codec.encode_latents(codec._to_tensor([im[:256, :256].copy()]))
-            for p in codec.ladder:
-                grids[p.index].append(codec.hyper_encoders[p.index].encode(z)[0].numpy())
+            z = model.encode_latents(model.to_model_input([im[:256, :256].copy()]))
+            for p in model.ladder:
+                grids[p.index].append(model.hyper_encoders[p.index].encode(z)[0].numpy())
     return {
-        p.index: fit_context_model(grids[p.index], p.codebook_size, codebook=codebook_of(codec, p.index))
-        for p in codec.ladder
+        p.index: fit_context_model(grids[p.index], p.codebook_size, codebook=codebook_of(model, p.index))
+        for p in model.ladder
         if p.codebook_size <= CONTEXT_MAX_CODES
     }
 
@@ -58,14 +58,14 @@ def fit_context_models(codec) -> dict:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "oscar-test"
-    make_tiny_codec().save_pretrained(path)
+    make_tiny_model().save_pretrained(path)
     return path
 
 
 @pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "oscar-other"
-    make_tiny_codec(seed=1, name="oscar-other").save_pretrained(path)
+    make_tiny_model(seed=1, name="oscar-other").save_pretrained(path)
     return path
 
 

@@ -109,10 +109,12 @@ def _alarm(signum, frame):
 
 def run(cases: int, seed: int, case_seconds: float) -> dict:
     from oscar_model.bitstream import BitstreamError
-    from tests.conftest import make_tiny_codec
+    from oscar_model.codec import OscarCodec
+    from oscar_model.options import CodecOptions
+    from tests.conftest import make_tiny_model
 
-    codec = make_tiny_codec()
-    codec.max_pixels = 4_000_000  # what a forged header may claim before decoding is refused
+    # 4 Mpx: what a forged header may claim before decoding is refused
+    codec = OscarCodec(make_tiny_model(), CodecOptions(max_pixels=4_000_000))
     rng = np.random.default_rng(seed)
     from skimage import data
 

@@ -23,14 +23,14 @@ def test_save_load_keeps_identity(tiny_codec, tiny_model_dir):
 
 def test_indices_round_trip_exactly(tiny_codec, photo):
     streams = tiny_codec.encode([photo], list(range(len(tiny_codec.ladder))))[0]
-    x = tiny_codec._to_tensor([photo])
+    x = tiny_codec.model.to_model_input([photo])
     with torch.inference_mode():
-        z = tiny_codec.encode_latents(x)
+        z = tiny_codec.model.encode_latents(x)
     for point, stream in zip(tiny_codec.ladder, streams):
         container, p = tiny_codec.parse(stream)
         assert p == point
         with torch.inference_mode():
-            expected = tiny_codec.hyper_encoders[point.index].encode(z)[0].numpy()
+            expected = tiny_codec.model.hyper_encoders[point.index].encode(z)[0].numpy()
         np.testing.assert_array_equal(tiny_codec._indices(container, p), expected)
 
 
@@ -41,10 +41,10 @@ def test_header_fields_survive(tiny_codec, photo):
     assert c.model_id == tiny_codec.model_id
     assert len(c.rms_codes) == 4
     with torch.inference_mode():
-        z = tiny_codec.encode_latents(tiny_codec._to_tensor([photo]))
+        z = tiny_codec.model.encode_latents(tiny_codec.model.to_model_input([photo]))
     from oscar_model.bitstream import dequantize_rms
 
-    rms = tiny_codec.channel_rms(z)[0].numpy()
+    rms = tiny_codec.model.channel_rms(z)[0].numpy()
     np.testing.assert_allclose(dequantize_rms(c.rms_codes), rms, rtol=0.018)
 
 
@@ -126,21 +126,21 @@ def test_entropy_coding_is_used_and_decodes(tiny_codec, photo):
 
 def test_save_load_keeps_context_models(tiny_codec, tiny_model_dir):
     again = OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
-    assert set(again.context_models) == set(tiny_codec.context_models) and again.context_models
-    for k, model in tiny_codec.context_models.items():
-        np.testing.assert_array_equal(again.context_models[k].left, model.left)
-        np.testing.assert_array_equal(again.context_models[k].weights, model.weights)
+    assert set(again.model.context_models) == set(tiny_codec.model.context_models) and again.model.context_models
+    for k, model in tiny_codec.model.context_models.items():
+        np.testing.assert_array_equal(again.model.context_models[k].left, model.left)
+        np.testing.assert_array_equal(again.model.context_models[k].weights, model.weights)
 
 
 def test_context_models_change_the_model_id(tiny_codec):
-    saved = tiny_codec.context_models
+    saved = tiny_codec.model.context_models
     try:
-        tiny_codec.context_models = {}
-        tiny_codec.invalidate_hash()
+        tiny_codec.model.context_models = {}
+        tiny_codec.model.invalidate_hash()
         without = tiny_codec.model_id
     finally:
-        tiny_codec.context_models = saved
-        tiny_codec.invalidate_hash()
+        tiny_codec.model.context_models = saved
+        tiny_codec.model.invalidate_hash()
     assert without != tiny_codec.model_id
 
 
@@ -198,9 +198,9 @@ def test_refined_encoding_decodes_closer_with_the_same_decoder(tiny_codec, photo
     level = max(p.index for p in tiny_codec.ladder)
     (greedy,) = tiny_codec.encode([photo], level)
     assert tiny_codec.encode([photo], level, refine_steps=0) == [greedy]
-    flags = [p.requires_grad for p in tiny_codec.parameters()]
+    flags = [p.requires_grad for p in tiny_codec.model.parameters()]
     (refined,) = tiny_codec.encode([photo], level, refine_steps=4)
-    assert [p.requires_grad for p in tiny_codec.parameters()] == flags  # networks left as they were
+    assert [p.requires_grad for p in tiny_codec.model.parameters()] == flags  # networks left as they were
     assert unpack(refined).rate_index == level and unpack(refined).model_id == tiny_codec.model_id
     assert refined != greedy
 
@@ -219,9 +219,9 @@ def test_every_shipped_component_meets_its_roles_contract_and_others_are_named(t
 
     from oscar_model.contracts import check_component
 
-    check_component("autoencoder", "compact", tiny_codec.autoencoder)
-    check_component("denoiser", "unet2d", tiny_codec.denoiser)
-    for he in tiny_codec.hyper_encoders:
+    check_component("autoencoder", "compact", tiny_codec.model.autoencoder)
+    check_component("denoiser", "unet2d", tiny_codec.model.denoiser)
+    for he in tiny_codec.model.hyper_encoders:
         check_component("hyper_encoder", "compact", he)
     with pytest.raises(TypeError, match="lacks decode, decode_codes, encode, features, quantizer"):
         check_component("hyper_encoder", "linear", torch.nn.Linear(2, 2))
@@ -235,6 +235,35 @@ def test_the_ladders_latent_factor_comes_from_the_autoencoder(tiny_codec):
 
     wrong = RateLadder(tuple(replace(p, latent_factor=4) for p in tiny_codec.ladder))
     config = replace(tiny_codec.config, ladder=wrong)
-    model = OscarModel(config, tiny_codec.autoencoder, list(tiny_codec.hyper_encoders), tiny_codec.denoiser)
-    assert {p.latent_factor for p in model.ladder} == {int(tiny_codec.autoencoder.downscale)}
+    model = OscarModel(config, tiny_codec.model.autoencoder, list(tiny_codec.model.hyper_encoders), tiny_codec.model.denoiser)
+    assert {p.latent_factor for p in model.ladder} == {int(tiny_codec.model.autoencoder.downscale)}
     assert [p.nominal_bpp for p in model.ladder] == [p.nominal_bpp for p in tiny_codec.ladder]
+
+
+def test_the_codec_holds_its_model_and_runs_it_with_options(tiny_codec, photo):
+    """A codec is policy over a model, not a module: options change how it runs (here the limit
+    and the tiles), never the networks, and two codecs may share one model."""
+    from oscar_model.model import OscarModel
+    from oscar_model.options import CodecOptions
+
+    assert not isinstance(tiny_codec, torch.nn.Module) and isinstance(tiny_codec.model, OscarModel)
+    small = tiny_codec.with_options(tile=2)
+    assert small.model is tiny_codec.model and small.options == CodecOptions(tile=2)
+    assert small.tiling.tile < tiny_codec.tiling.tile and not small.fits_one_tile(*photo.shape[:2])
+    (stream,) = small.encode([photo], 3)
+    assert small.decode([stream])[0].shape == photo.shape
+    assert tiny_codec.options == CodecOptions()  # the first codec is as it was
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"tile": "big"}, "--tile 'big': expected auto, off"), ({"tile": 0}, "--tile 0"),
+     ({"precision": "fp16"}, "precision 'fp16': expected one of auto, fp32, bf16"),
+     ({"max_pixels": 0}, "--max-pixels must be positive")],
+)
+def test_bad_codec_options_are_one_line_errors(changes, message):
+    from oscar_model.options import CodecOptions
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        CodecOptions(**changes)
+    assert CodecOptions(tile="64").tile == 64

@@ -56,13 +56,13 @@ def test_encoding_runs_at_one_thread_count_whatever_the_caller_set(tiny_codec, p
     from oscar_model import codec as codec_module
 
     seen: list[int] = []
-    original = type(tiny_codec).encode_latents
+    original = type(tiny_codec.model).encode_latents
 
     def spy(self, *args, **kwargs):
         seen.append(torch.get_num_threads())
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(type(tiny_codec), "encode_latents", spy)
+    monkeypatch.setattr(type(tiny_codec.model), "encode_latents", spy)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

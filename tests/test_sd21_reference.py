@@ -168,7 +168,7 @@ def test_vq_indices_are_vector_quantize_pytorchs_at_every_level(release, codec):
     for point in OFFICIAL_LADDER:
         theirs = release.indices(point.index, z)
         with torch.no_grad():
-            ours = codec.hyper_encoders[point.index].encode(z)
+            ours = codec.model.hyper_encoders[point.index].encode(z)
         assert ours.shape[-2:] == (32 // point.downsample, 64 // point.downsample)
         assert torch.equal(ours.reshape(2, -1), theirs), point
         assert len(theirs.unique()) > 1  # a real choice among codes, not one code everywhere
@@ -182,8 +182,8 @@ def test_decoded_pixels_are_the_reference_pipelines_with_exact_norms(release, co
     grid = (64 // point.downsample, 64 // point.downsample)
     expected = release.decode(level, idx, z, grid)
     with torch.no_grad():
-        x0 = codec.reconstruct_latents(idx.reshape(2, 1, *grid), point, codec.channel_rms(z))
-        ours = codec.decode_latents(x0).clamp(-1, 1)
+        x0 = codec.model.reconstruct_latents(idx.reshape(2, 1, *grid), point, codec.model.channel_rms(z))
+        ours = codec.model.decode_latents(x0).clamp(-1, 1)
     assert ours.shape == expected.shape
     assert (ours - expected).abs().max().item() < 1e-3
 
@@ -208,7 +208,7 @@ def test_a_photo_through_streams_matches_the_reference_with_the_streams_norms(re
     np.testing.assert_array_equal(codec._indices(c, point).reshape(1, -1), idx.numpy())
     sent = torch.from_numpy(dequantize_rms(unpack(stream).rms_codes)).float()
     grid = (z.shape[2] // point.downsample, z.shape[3] // point.downsample)
-    scaled = z * (sent / codec.channel_rms(z)[0])[None, :, None, None]  # exact L2 norms of the sent RMS
+    scaled = z * (sent / codec.model.channel_rms(z)[0])[None, :, None, None]  # exact L2 norms of the sent RMS
     expected = release.decode(level, idx, scaled, grid)
     decoded = codec.decode([stream])[0]
     expected_u8 = ((expected[0].clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.uint8)
@@ -227,15 +227,10 @@ def test_tile_off_codes_whole_as_the_release_and_auto_tiles_a_wide_image(release
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
         z = release.vae.encode(x).latent_dist.mode() * release.vae.config.scaling_factor
     levels = [p.index for p in OFFICIAL_LADDER]
-    try:
-        codec.tile = "off"
-        assert codec.fits_one_tile(128, 896)
-        whole = codec.encode([image], levels)[0]
-        codec.tile = "auto"
-        assert not codec.fits_one_tile(128, 896)
-        tiled = codec.encode([image], levels)[0]
-    finally:
-        codec.tile = "auto"
+    whole_codec = codec.with_options(tile="off")
+    assert whole_codec.fits_one_tile(128, 896) and not codec.fits_one_tile(128, 896)
+    whole = whole_codec.encode([image], levels)[0]
+    tiled = codec.encode([image], levels)[0]
     differ = []
     for level, w, t in zip(levels, whole, tiled):
         point = OFFICIAL_LADDER.get(level)
@@ -254,12 +249,9 @@ def test_bf16_decoding_stays_within_its_measured_bound_of_the_fp32_reference(rel
     idx = release.indices(level, z)
     grid = (64 // point.downsample,) * 2
     expected = release.decode(level, idx, z, grid)
-    try:
-        codec.precision = "bf16"
-        with torch.no_grad(), codec.decode_autocast():
-            ours = codec.decode_latents(codec.reconstruct_latents(idx.reshape(2, 1, *grid), point, codec.channel_rms(z)))
-    finally:
-        codec.precision = "auto"
+    model = codec.model
+    with torch.no_grad(), codec.with_options(precision="bf16").decode_autocast():
+        ours = model.decode_latents(model.reconstruct_latents(idx.reshape(2, 1, *grid), point, model.channel_rms(z)))
     err = (ours.float().clamp(-1, 1) - expected).abs()
     print(f"bf16 vs fp32 reference: max {err.max().item():.4f}, p99 {err.flatten().quantile(0.99).item():.4f}, mean {err.mean().item():.5f}")
     assert err.flatten().quantile(0.99).item() < BF16_P99 and err.mean().item() < BF16_MEAN

@@ -52,7 +52,7 @@ def small_tiles(tiny_model_dir):
     from oscar_model import OscarCodec
 
     codec = OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
-    codec.config = replace(codec.config, tiling={"tile": 24, "overlap": 8, "whole_up_to": 24})
+    codec.model.config = replace(codec.model.config, tiling={"tile": 24, "overlap": 8, "whole_up_to": 24})
     return codec
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 from jobs.train import main
 from oscar_model.codec import OscarCodec
 from oscar_model.factory import TINY_LADDER
+from oscar_model.model import OscarModel
 from oscar_model.rates import RatePoint
 from oscar_model.train.hyper_encoder_stage import grow_ladder
 from oscar_model.train.tables import CONTEXT_MAX_CODES
@@ -27,14 +28,14 @@ def test_all_stages_run_resume_and_export(tmp_path):
         "--threads", "2",
     ]
     assert main(argv) == 0
-    codec = OscarCodec.from_pretrained(tmp_path / "model", device="cpu")
-    assert set(codec.entropy_tables) == set(range(len(codec.ladder)))
-    assert all(p.typical_bpp > 0 for p in codec.ladder)  # measured by the stats stage
-    assert set(codec.context_models) == {p.index for p in codec.ladder if p.codebook_size <= CONTEXT_MAX_CODES}
-    assert codec.config.info["training"]["stage2"]["steps"] == 2
-    assert codec.config.info["training"]["stage2b"]["steps"] == 2
-    assert codec.config.info["training"]["stage2c"]["steps"] == 2
-    assert len(codec.ladder) == len(TINY_LADDER)
+    model = OscarModel.from_pretrained(tmp_path / "model", device="cpu")
+    assert set(model.entropy_tables) == set(range(len(model.ladder)))
+    assert all(p.typical_bpp > 0 for p in model.ladder)  # measured by the stats stage
+    assert set(model.context_models) == {p.index for p in model.ladder if p.codebook_size <= CONTEXT_MAX_CODES}
+    assert model.config.info["training"]["stage2"]["steps"] == 2
+    assert model.config.info["training"]["stage2b"]["steps"] == 2
+    assert model.config.info["training"]["stage2c"]["steps"] == 2
+    assert len(model.ladder) == len(TINY_LADDER)
     summaries = json.loads((tmp_path / "run" / "summaries.json").read_text())
     # Stage 1 trains every level on its own: two steps each, logged per level.
     assert summaries["stage1"]["levels"] == [p.index for p in TINY_LADDER]
@@ -43,29 +44,29 @@ def test_all_stages_run_resume_and_export(tmp_path):
     assert {"stage0", "stage1", "calibration", "stage2", "stage2b", "stage2c", "index_statistics"} <= set(summaries)
     # A second run skips every finished stage and exports the same model.
     assert main(argv) == 0
-    assert OscarCodec.from_pretrained(tmp_path / "model", device="cpu").model_hash == codec.model_hash
+    assert OscarModel.from_pretrained(tmp_path / "model", device="cpu").model_hash == model.model_hash
 
 
 def test_grown_level_starts_as_the_level_below_it(tiny_model_dir, tmp_path):
     """A new level with one more group decodes exactly like its donor until it is trained."""
     import torch
 
-    codec = OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
-    top = codec.ladder.get(len(codec.ladder) - 1)
-    new = RatePoint(index=len(codec.ladder), downsample=top.downsample, codebook_size=top.codebook_size,
+    model = OscarModel.from_pretrained(tiny_model_dir, device="cpu")
+    top = model.ladder.get(len(model.ladder) - 1)
+    new = RatePoint(index=len(model.ladder), downsample=top.downsample, codebook_size=top.codebook_size,
                     groups=top.groups + 1, timestep=top.timestep - 10)
-    assert grow_ladder(codec, [new]) == [new.index]
-    assert grow_ladder(codec, [new]) == []  # idempotent
+    assert grow_ladder(model, [new]) == [new.index]
+    assert grow_ladder(model, [new]) == []  # idempotent
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     with torch.inference_mode():
-        z = codec.encode_latents(x)
-        donor, grown = codec.hyper_encoders[top.index], codec.hyper_encoders[new.index]
+        z = model.encode_latents(x)
+        donor, grown = model.hyper_encoders[top.index], model.hyper_encoders[new.index]
         i_donor, i_grown = donor.encode(z), grown.encode(z)
         assert i_grown.shape[1] == top.groups + 1
         assert torch.equal(i_grown[:, : top.groups], i_donor)
         assert torch.equal(grown.decode(i_grown), donor.decode(i_donor))
-    # The grown codec saves, loads and codes the new level like any other.
-    codec.save_pretrained(tmp_path / "grown")
+    # The grown model saves, loads and codes the new level like any other.
+    model.save_pretrained(tmp_path / "grown")
     loaded = OscarCodec.from_pretrained(tmp_path / "grown", device="cpu")
     assert len(loaded.ladder) == new.index + 1
     image = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
@@ -74,13 +75,13 @@ def test_grown_level_starts_as_the_level_below_it(tiny_model_dir, tmp_path):
 
 
 def test_grow_refuses_gaps_and_reshaped_levels(tiny_model_dir):
-    codec = OscarCodec.from_pretrained(tiny_model_dir, device="cpu")
-    n = len(codec.ladder)
+    model = OscarModel.from_pretrained(tiny_model_dir, device="cpu")
+    n = len(model.ladder)
     with pytest.raises(ValueError, match="gap"):
-        grow_ladder(codec, [RatePoint(index=n + 1, downsample=1, codebook_size=16, timestep=50)])
+        grow_ladder(model, [RatePoint(index=n + 1, downsample=1, codebook_size=16, timestep=50)])
     with pytest.raises(ValueError, match="different shape"):
-        grow_ladder(codec, [RatePoint(index=0, downsample=1, codebook_size=16, groups=5, timestep=50)])
-    assert len(codec.ladder) == n
+        grow_ladder(model, [RatePoint(index=0, downsample=1, codebook_size=16, groups=5, timestep=50)])
+    assert len(model.ladder) == n
 
 
 def test_latent_crops_line_up_with_their_pixels():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..model import OscarModel
 from .data import CropSampler
 from .hyper_encoder_stage import freeze, rescale_to
 from .loop import LoopConfig, autocast, run_loop
@@ -67,7 +68,7 @@ def polish_config() -> DenoiserStageConfig:
 
 
 def train_denoiser(
-    cfg: DenoiserStageConfig, codec, sampler: CropSampler, workdir: Path, device: torch.device
+    cfg: DenoiserStageConfig, model: OscarModel, sampler: CropSampler, workdir: Path, device: torch.device
 ) -> dict:
     """Stage 2: the shared one-step denoiser, with the hyper-encoders fine-tuned.
 
@@ -79,9 +80,9 @@ def train_denoiser(
 
     from .losses import LatentDiscriminator, hinge_d_loss, hinge_g_loss
 
-    ae = freeze(codec.autoencoder)
-    hes = codec.hyper_encoders.train()
-    unet = codec.denoiser.train()
+    ae = freeze(model.autoencoder)
+    hes = model.hyper_encoders.train()
+    unet = model.denoiser.train()
     disc = LatentDiscriminator(ae.latent_channels).to(device)
     opt = torch.optim.AdamW(
         [
@@ -91,11 +92,11 @@ def train_denoiser(
         weight_decay=0.0,
     )
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
-    schedule = codec.config.schedule
+    schedule = model.config.schedule
     gen = torch.Generator().manual_seed(2)
-    weights = torch.tensor(cfg.level_weights or [1.0] * len(codec.ladder), dtype=torch.float)
-    if len(weights) != len(codec.ladder):
-        raise ValueError(f"level_weights has {len(weights)} entries for a {len(codec.ladder)}-level ladder")
+    weights = torch.tensor(cfg.level_weights or [1.0] * len(model.ladder), dtype=torch.float)
+    if len(weights) != len(model.ladder):
+        raise ValueError(f"level_weights has {len(weights)} entries for a {len(model.ladder)}-level ladder")
 
     def step(i: int, progress: float) -> dict[str, float]:
         from ..denoiser import predict_clean_latent
@@ -104,12 +105,12 @@ def train_denoiser(
         with torch.no_grad(), autocast(cfg.loop.bf16, device):
             z = ae.encode(x).float()
         draw = torch.multinomial(weights, 1, generator=gen) if cfg.level_weights else torch.randint(len(weights), (1,), generator=gen)
-        point = codec.ladder.get(int(draw))
+        point = model.ladder.get(int(draw))
         ts = torch.full((x.shape[0],), point.timestep, device=device, dtype=torch.long)
         with autocast(cfg.loop.bf16, device):
             z_tilde, _, commit = hes[point.index](z)
             z_t = rescale_to(z_tilde.float(), z)
-            x0 = predict_clean_latent(unet, schedule, z_t, ts, codec.config.prediction_type).float()
+            x0 = predict_clean_latent(unet, schedule, z_t, ts, model.config.prediction_type).float()
             x_hat = ae.decode(x0)
         lat = (x0 - z).abs().mean()
         cos = 1 - F.cosine_similarity(x0.flatten(1), z.flatten(1)).mean()
@@ -144,5 +145,5 @@ def train_denoiser(
     )
     unet.eval()
     hes.eval()
-    codec.invalidate_hash()
+    model.invalidate_hash()
     return summary

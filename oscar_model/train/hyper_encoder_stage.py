@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..hyper_encoder import HyperEncoder
+from ..model import OscarModel
 from ..rates import RateLadder, RatePoint
 from .data import CropSampler, LatentCropSampler, full_image_batches
 from .loop import LoopConfig, autocast, run_loop
@@ -63,7 +64,7 @@ def rescale_to(z_tilde: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 def train_hyper_encoders(
     cfg: HyperEncoderStageConfig,
-    codec,
+    model: OscarModel,
     sampler: LatentCropSampler,
     workdir: Path,
     device: torch.device,
@@ -78,12 +79,12 @@ def train_hyper_encoders(
     """
     from .losses import cosine_loss
 
-    ae = freeze(codec.autoencoder)
-    selected = list(range(len(codec.hyper_encoders))) if levels is None else list(levels)
+    ae = freeze(model.autoencoder)
+    selected = list(range(len(model.hyper_encoders))) if levels is None else list(levels)
     f = int(ae.downscale)
     per_level: dict[str, dict] = {}
     for lvl in selected:
-        he = codec.hyper_encoders[lvl].train()
+        he = model.hyper_encoders[lvl].train()
         opt = torch.optim.AdamW(he.parameters(), lr=cfg.loop.lr, weight_decay=0.0)
 
         def step(i: int, progress: float, he=he, opt=opt) -> dict[str, float]:
@@ -120,7 +121,7 @@ def train_hyper_encoders(
             restore_extra=lambda s: sampler.set_rng_state(s["rng"]) if "rng" in s else None,
         )
         he.eval()
-    codec.invalidate_hash()
+    model.invalidate_hash()
     return {
         "stage": cfg.name,
         "levels": selected,
@@ -136,7 +137,7 @@ def train_hyper_encoders(
 
 @torch.inference_mode()
 def calibrate_timesteps(
-    codec, sampler: CropSampler, device: torch.device, limit: int = 200, levels: Sequence[int] | None = None
+    model: OscarModel, sampler: CropSampler, device: torch.device, limit: int = 200, levels: Sequence[int] | None = None
 ) -> dict:
     """Measures E[cos(z~, z)] per level on training images; sets t with sqrt(abar_t) ~ E[cos].
 
@@ -144,23 +145,23 @@ def calibrate_timesteps(
     """
     import torch.nn.functional as F
 
-    chosen = [p.index for p in codec.ladder] if levels is None else list(levels)
+    chosen = [p.index for p in model.ladder] if levels is None else list(levels)
     sums = dict.fromkeys(chosen, 0.0)
     n = 0
-    for x in full_image_batches(sampler, codec.stride, limit):
-        z = codec.encode_latents(x.to(device))
+    for x in full_image_batches(sampler, model.stride, limit):
+        z = model.encode_latents(x.to(device))
         for lvl in chosen:
-            he = codec.hyper_encoders[lvl]
+            he = model.hyper_encoders[lvl]
             zt = rescale_to(he.decode(he.encode(z)), z)
             sums[lvl] += float(F.cosine_similarity(zt.flatten(1), z.flatten(1)).mean())
         n += 1
     cosines = {lvl: s / n for lvl, s in sums.items()}
     timesteps = [
-        codec.config.schedule.timestep_for_cosine(cosines[p.index]) if p.index in cosines else p.timestep
-        for p in codec.ladder
+        model.config.schedule.timestep_for_cosine(cosines[p.index]) if p.index in cosines else p.timestep
+        for p in model.ladder
     ]
-    codec.config.ladder = codec.config.ladder.with_timesteps(timesteps)
-    codec.invalidate_hash()
+    model.config.ladder = model.config.ladder.with_timesteps(timesteps)
+    model.invalidate_hash()
     return {
         "images": n,
         "levels": chosen,
@@ -170,8 +171,8 @@ def calibrate_timesteps(
 
 
 # ---------------------------------------------------------------------------- growing the ladder
-def grow_ladder(codec, points: Sequence[RatePoint]) -> list[int]:
-    """Appends the levels of ``points`` the codec lacks; returns their indices.
+def grow_ladder(model: OscarModel, points: Sequence[RatePoint]) -> list[int]:
+    """Appends the levels of ``points`` the model lacks; returns their indices.
 
     Each new level is warm-started from the highest existing level with the same down-sampling
     and codebook size and no more groups: its trunk, codebooks and projections are copied and
@@ -181,31 +182,31 @@ def grow_ladder(codec, points: Sequence[RatePoint]) -> list[int]:
     """
     added: list[int] = []
     for point in points:
-        if point.index < len(codec.ladder):
-            have = codec.ladder.get(point.index)
+        if point.index < len(model.ladder):
+            have = model.ladder.get(point.index)
             if (have.downsample, have.codebook_size, have.groups) != (point.downsample, point.codebook_size, point.groups):
                 raise ValueError(f"level {point.index} exists with a different shape: {have} vs {point}")
             continue
-        if point.index != len(codec.ladder):
-            raise ValueError(f"level {point.index} would leave a gap after level {len(codec.ladder) - 1}")
+        if point.index != len(model.ladder):
+            raise ValueError(f"level {point.index} would leave a gap after level {len(model.ladder) - 1}")
         he = HyperEncoder(
-            **{**codec.config.hyper_encoder, "latent_channels": codec.autoencoder.latent_channels,
+            **{**model.config.hyper_encoder, "latent_channels": model.autoencoder.latent_channels,
                "downsample": point.downsample, "codebook_size": point.codebook_size, "groups": point.groups}
-        ).to(next(codec.parameters()).device)
+        ).to(model.device)
         donors = [
-            p for p in codec.ladder
+            p for p in model.ladder
             if (p.downsample, p.codebook_size) == (point.downsample, point.codebook_size) and p.groups <= point.groups
         ]
         if donors:
-            donor = codec.hyper_encoders[max(donors, key=lambda p: (p.groups, p.index)).index]
+            donor = model.hyper_encoders[max(donors, key=lambda p: (p.groups, p.index)).index]
             _copy_overlapping(he, donor)
             dim = donor.quantizer.codebook_dim * donor.quantizer.groups
             with torch.no_grad():
                 he.post_quant_proj.weight[:, dim:] = 0
-        codec.hyper_encoders.append(he)
-        codec.config.ladder = RateLadder((*codec.ladder.points, point))
+        model.hyper_encoders.append(he)
+        model.config.ladder = RateLadder((*model.ladder.points, point))
         added.append(point.index)
-    codec.invalidate_hash()
+    model.invalidate_hash()
     return added
 
 

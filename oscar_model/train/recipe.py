@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from ..autoencoder import CompactAutoencoder
-from ..codec import OscarCodec
-from ..factory import build_codec
+from ..factory import build_model
+from ..model import OscarModel
 from .autoencoder_stage import AutoencoderStageConfig, train_autoencoder
 from .data import CropSampler, LatentCropSampler, list_images, read_images
 from .denoiser_stage import DenoiserStageConfig, polish_config, train_denoiser, tune_config
@@ -71,11 +71,11 @@ class TrainingRun:
             self._paths = list_images(self.data)
         return self._paths
 
-    def load(self, folder: str) -> OscarCodec:
+    def load(self, folder: str) -> OscarModel:
         path = self.workdir / folder
         if not path.exists():
             raise SystemExit(f"{path} is missing: run the earlier stages first")
-        return OscarCodec.from_pretrained(path, device=self.device)
+        return OscarModel.from_pretrained(path, device=self.device)
 
 
 @dataclass(frozen=True)
@@ -98,37 +98,37 @@ def _autoencoder(run: TrainingRun) -> dict:
 
 def _hyper_encoders(run: TrainingRun) -> dict:
     ae = CompactAutoencoder.from_pretrained(str(run.workdir / "autoencoder"), low_cpu_mem_usage=False)
-    codec = build_codec(autoencoder=ae).to(run.device)
-    torch.nn.init.zeros_(codec.denoiser.conv_out.weight)  # the denoiser starts as x0 = sqrt(abar) z_t
-    torch.nn.init.zeros_(codec.denoiser.conv_out.bias)
+    model = build_model(autoencoder=ae).to(run.device)
+    torch.nn.init.zeros_(model.denoiser.conv_out.weight)  # the denoiser starts as x0 = sqrt(abar) z_t
+    torch.nn.init.zeros_(model.denoiser.conv_out.bias)
     cfg = HyperEncoderStageConfig()
     cfg.loop.steps, cfg.loop.max_minutes = run.budgets.he_steps, run.budgets.he_minutes
     with torch.no_grad(), autocast(cfg.loop.bf16, run.device):
         latents = LatentCropSampler(
-            read_images(run.paths), lambda x: codec.autoencoder.encode(x.to(run.device)), cfg.crop,
-            factor=int(codec.autoencoder.downscale), seed=run.seed + 1,
+            read_images(run.paths), lambda x: model.autoencoder.encode(x.to(run.device)), cfg.crop,
+            factor=int(model.autoencoder.downscale), seed=run.seed + 1,
         )
-    summary = train_hyper_encoders(cfg, codec, latents, run.workdir, run.device)
-    codec.save_pretrained(run.workdir / "codec_stage1")
+    summary = train_hyper_encoders(cfg, model, latents, run.workdir, run.device)
+    model.save_pretrained(run.workdir / "codec_stage1")
     return summary
 
 
 def _calibration(run: TrainingRun) -> dict:
-    codec = run.load("codec_stage1")
-    summary = calibrate_timesteps(codec, CropSampler(run.paths, 32, seed=run.seed), run.device)
-    codec.save_pretrained(run.workdir / "codec_calibrated")
+    model = run.load("codec_stage1")
+    summary = calibrate_timesteps(model, CropSampler(run.paths, 32, seed=run.seed), run.device)
+    model.save_pretrained(run.workdir / "codec_calibrated")
     return summary
 
 
 def _denoiser(source: str, output: str, make_cfg: Callable[[], DenoiserStageConfig], budget: str, seed_offset: int):
     def run_stage(run: TrainingRun) -> dict:
-        codec = run.load(source)
+        model = run.load(source)
         cfg = make_cfg()
         cfg.loop.steps = getattr(run.budgets, f"{budget}_steps")
         cfg.loop.max_minutes = getattr(run.budgets, f"{budget}_minutes")
         sampler = CropSampler(run.paths, cfg.crop, seed=run.seed + seed_offset)
-        summary = train_denoiser(cfg, codec, sampler, run.workdir, run.device)
-        codec.save_pretrained(run.workdir / output)
+        summary = train_denoiser(cfg, model, sampler, run.workdir, run.device)
+        model.save_pretrained(run.workdir / output)
         return summary
 
     return run_stage
@@ -140,21 +140,21 @@ DENOISER_OUTPUTS = ("codec_stage2c", "codec_stage2b", "codec_stage2")
 
 def _statistics(run: TrainingRun) -> dict:
     latest = next((f for f in DENOISER_OUTPUTS if (run.workdir / f).exists()), DENOISER_OUTPUTS[-1])
-    codec = run.load(latest)
-    summary = index_statistics(codec, CropSampler(run.paths, 32, seed=run.seed).images, run.device)
-    codec.save_pretrained(run.workdir / "codec_final")
+    model = run.load(latest)
+    summary = index_statistics(model, CropSampler(run.paths, 32, seed=run.seed).images, run.device)
+    model.save_pretrained(run.workdir / "codec_final")
     return summary
 
 
 def _export(run: TrainingRun) -> dict:
-    codec = run.load("codec_final")
-    codec.config.info = {
+    model = run.load("codec_final")
+    model.config.info = {
         "trained_on": [str(d) for d in run.data], "training": run.summaries, "command": run.command,
         "torch": torch.__version__,
     }
-    codec.to("cpu").save_pretrained(run.export)
-    log.info("exported %s (model id %s) to %s", codec.config.name, codec.model_id, run.export)
-    return {"model_id": codec.model_id}
+    model.to("cpu").save_pretrained(run.export)
+    log.info("exported %s (model id %s) to %s", model.config.name, model.model_id, run.export)
+    return {"model_id": model.model_id}
 
 
 STAGES: tuple[Stage, ...] = (

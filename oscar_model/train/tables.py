@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..codec import OscarCodec
 from ..context_model import COMPONENTS, SIMILARITY_SCALE, TABLE_FLOOR, ContextModel, contexts
+from ..model import OscarModel
 from ..pixels import to_model_range
 from ..tiled_codec import encode_tiled
 from .data import ImageFiles, list_images
@@ -151,24 +153,24 @@ fill under 3% of a (K+1, K) table; the codebook-similarity component carries suc
 (oscar-tiny's level 0 on Kodak: 8.55 bits per index, 9.62 without it, 10 fixed-length)."""
 
 
-def codebook_of(codec, level: int) -> np.ndarray:
+def codebook_of(model: OscarModel, level: int) -> np.ndarray:
     """A level's unit codes (G, K, d) as float64, what the context model's similarity bins are cut from."""
-    return codec.hyper_encoders[level].quantizer.normalized_codebook().detach().cpu().double().numpy()
+    return model.hyper_encoders[level].quantizer.normalized_codebook().detach().cpu().double().numpy()
 
 
 TYPICAL_BPP_EVERY = 4
 """Typical bpp is measured on images 1, 5, 9, ... (125 of BSDS500's 500, all odd-numbered)."""
 
 
-def index_grids(codec, image: np.ndarray, device: torch.device) -> list[np.ndarray]:
+def index_grids(codec: OscarCodec, image: np.ndarray, device: torch.device) -> list[np.ndarray]:
     """Every level's VQ indices (G, h, w) of one photo, cropped to the model's stride (tile by
     tile when it is larger than a tile, as the codec encodes it)."""
     h, w = (s // codec.stride * codec.stride for s in image.shape[:2])
     if not codec.fits_one_tile(h, w):
-        codes, _ = encode_tiled(codec, np.ascontiguousarray(image[:h, :w]), list(codec.ladder))
+        codes, _ = encode_tiled(codec.model, codec.tiling, np.ascontiguousarray(image[:h, :w]), list(codec.ladder))
         return codes
-    z = codec.encode_latents(to_model_range(image[None, :h, :w]).to(device))
-    return [codec.hyper_encoders[p.index].encode(z)[0].cpu().numpy() for p in codec.ladder]
+    z = codec.model.encode_latents(to_model_range(image[None, :h, :w]).to(device))
+    return [codec.model.hyper_encoders[p.index].encode(z)[0].cpu().numpy() for p in codec.ladder]
 
 
 MIN_IMAGES = 3
@@ -177,15 +179,17 @@ second) and typical bpp is measured on the odd-numbered ones (one at least)."""
 
 
 @torch.inference_mode()
-def index_statistics(codec, images: Sequence[np.ndarray], device: torch.device) -> dict:
+def index_statistics(model: OscarModel, images: Sequence[np.ndarray], device: torch.device) -> dict:
     """Per-level index histograms over the training images -> static entropy tables.
 
     Levels with K <= 1024 also get a :class:`ContextModel` (left/upper neighbour and previous
     group); its bits per index are reported on held-out images (counted on the even-numbered
     training images, measured on the odd ones) next to the order-0 entropy. Last, each level's
     typical bpp is measured from real streams under the same split, so ``--bpp`` picks levels
-    by what they cost on photos the tables have not seen.
+    by what they cost on photos the tables have not seen. The tables, ladder and id of ``model``
+    are changed in place.
     """
+    codec = OscarCodec(model)  # images are coded as users code them (tiles included)
     if len(images) < MIN_IMAGES:
         raise ValueError(f"fitting entropy tables needs at least {MIN_IMAGES} photos, got {len(images)}")
     grids: dict[int, list[np.ndarray]] = {p.index: [] for p in codec.ladder}
@@ -214,7 +218,7 @@ def index_statistics(codec, images: Sequence[np.ndarray], device: torch.device) 
         full_tables[p.index] = counts_to_table(c)
         half_tables[p.index] = counts_to_table(histogram(level_grids[0::2], p.codebook_size))
         if p.codebook_size <= CONTEXT_MAX_CODES:
-            codebook = codebook_of(codec, p.index)
+            codebook = codebook_of(model, p.index)
             half_models[p.index] = fit_context_model(level_grids[0::2], p.codebook_size, codebook=codebook)
             full_models[p.index] = fit_context_model(level_grids, p.codebook_size, codebook=codebook)
             held_out = half_models[p.index].bits(level_grids[1::2])
@@ -222,17 +226,17 @@ def index_statistics(codec, images: Sequence[np.ndarray], device: torch.device) 
     # Typical bpp on images the tables never saw: tables from the even-numbered images, streams
     # of odd-numbered ones. Measured on the images the shipped tables were counted on, a K = 1024
     # level would look 18% cheaper than it is (its sparse tables partly memorise them).
-    codec.entropy_tables, codec.context_models = half_tables, half_models
+    model.entropy_tables, model.context_models = half_tables, half_models
     typical = typical_bpp(codec, images[1::TYPICAL_BPP_EVERY])
-    codec.entropy_tables, codec.context_models = full_tables, full_models
-    codec.config.ladder = codec.config.ladder.with_typical_bpp(typical)
-    codec.invalidate_hash()
+    model.entropy_tables, model.context_models = full_tables, full_models
+    model.config.ladder = model.config.ladder.with_typical_bpp(typical)
+    model.invalidate_hash()
     for p, bpp in zip(codec.ladder, typical):
         summary[f"level_{p.index}"]["typical_bpp"] = round(bpp, 5)
     return summary
 
 
-def typical_bpp(codec, images) -> list[float]:
+def typical_bpp(codec: OscarCodec, images) -> list[float]:
     """Mean actual bpp per level (every container byte) of real streams for ``images``."""
     totals = [0.0] * len(codec.ladder)
     levels = [p.index for p in codec.ladder]
@@ -247,12 +251,11 @@ def fit_tables(model: str | Path, images: str | Path, limit: int | None = None, 
     """``oscar fit-tables``: a model folder's entropy tables and typical bpp, fitted on a folder
     of photos with the same code as oscar-tiny's training (:func:`index_statistics`), written
     into the folder with the new model id. Returns the per-level summary."""
-    from ..codec import OscarCodec
     from ..registry import resolve_model_path
 
     path = resolve_model_path(model)
-    codec = OscarCodec.from_pretrained(path, device=device, merge_adapters=False)
+    loaded = OscarModel.from_pretrained(path, device=device, merge_adapters=False)
     files = list_images([images])[:limit]
-    summary = index_statistics(codec, ImageFiles(files), codec.device)
-    codec.save_tables(path)
-    return {"model_id": codec.model_id, "images": len(files), "levels": summary}
+    summary = index_statistics(loaded, ImageFiles(files), loaded.device)
+    loaded.save_tables(path)
+    return {"model_id": loaded.model_id, "images": len(files), "levels": summary}
