@@ -124,3 +124,34 @@ def test_every_module_imports_alone():
 def test_modules_stay_small(package):
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / package).rglob("*.py")}
     assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
+
+
+IMPORT_NAMES = {"pillow": "PIL", "pytorch-msssim": "pytorch_msssim", "scikit-image": "skimage"}
+"""Distributions whose import name is not their name with - read as _."""
+
+
+def _top_level_imports(paths) -> set[str]:
+    found = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name.partition(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module.partition(".")[0])
+    return found
+
+
+def test_every_declared_dependency_is_imported():
+    """A dependency we declare (core, or an extra users install) is one our code imports; a
+    package only another one needs is that package's to declare (peft brings transformers)."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {k: v for k, v in project["optional-dependencies"].items() if k != "test"}
+    declared = {Requirement(r).name for r in [*project["dependencies"], *(r for rs in extras.values() for r in rs)]}
+    declared -= {"oscar-transcoder"}
+    code = [p for package in (*PACKAGES, "benchmarks") for p in (ROOT / package).rglob("*.py")]
+    imported = _top_level_imports(code)
+    unused = sorted(d for d in declared if IMPORT_NAMES.get(d, d.replace("-", "_")) not in imported)
+    assert not unused, f"declared in pyproject.toml, imported nowhere: {unused}"
