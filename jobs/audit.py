@@ -7,8 +7,9 @@ Usage:
 With no --input it audits scikit-image's sample photos (none of them in Kodak or BSDS500).
 
 Per-image metrics go to metrics/ (one row per image, codec and setting: OSCAR's levels, each
-classical codec's quality sweep, and each classical codec matched to OSCAR's bpp); summary.json
-(with the BD-rates), bd_rates/ (per image), rd.png and report.html are written under --output.
+classical codec's quality sweep, and each classical codec matched to OSCAR's bpp) and
+bd_rates/ (per image and classical codec, committed with them); summary.json (with the
+BD-rates), rd.png and report.html are written under --output.
 Reruns resume; --report-only rebuilds the report from the committed tables.
 """
 
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated OSCAR levels as bpp (nearest level) or L<i>; default: the whole ladder "
                         "(BD-rates need at least two)")
     p.add_argument("--report-only", action="store_true",
-                   help="rebuild summary.json, bd_rates/, rd.png and report.html from the committed tables of --output "
+                   help="rebuild summary.json, rd.png and report.html from the committed tables of --output "
                         "(no encoding; --input is not needed)")
     cli.add_common(p)
     return p

@@ -8,8 +8,9 @@ OSCAR needs fewer bits for the same quality.
 
 Curves:
 * **headline**: mean curves - for each codec and setting (OSCAR level, classical quality of the
-  sweep), the mean bpp and mean metric over the images;
-* **per image**: that image's own points.
+  sweep), the mean bpp and mean metric over the images (streamed from the table by
+  :class:`pipeline.audit_stats.MetricsAggregate`);
+* **per image**: that image's own points (:func:`image_bd_rates`, in the write stage).
 
 pchip needs quality to rise with rate. A point that costs more bits than another and is no
 better is one no encoder would choose, so each curve keeps its points sorted by bpp that beat
@@ -26,7 +27,7 @@ from typing import Any
 
 from .metrics import QUALITY_METRICS, finite
 
-__all__ = ["mean_curves", "envelope", "bd_rate", "headline_bd_rates", "per_image_bd_rates"]
+__all__ = ["curve_rows", "envelope", "bd_rate", "headline_bd_rates", "image_bd_rates", "matched_gap"]
 
 Point = dict[str, Any]
 
@@ -35,21 +36,6 @@ def curve_rows(rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     """The rows a curve is made of: each codec's own settings (``mode == "sweep"``: OSCAR's levels,
     a classical codec's quality grid), measured (``reached``), with a bpp."""
     return (r for r in rows if r.get("mode") == "sweep" and r.get("reached") and finite(r.get("bpp")))
-
-
-def mean_curves(rows: Iterable[dict[str, Any]]) -> dict[str, list[Point]]:
-    """codec -> one point per setting: mean bpp and mean of each metric over the images, sorted by bpp."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in curve_rows(rows):
-        groups[(r["codec"], r["setting"])].append(r)
-    out: dict[str, list[Point]] = defaultdict(list)
-    for (codec, setting), members in groups.items():
-        point: Point = {"setting": setting, "rate_level": members[0].get("rate_level"), "images": len(members)}
-        for key in ("bpp", *QUALITY_METRICS):
-            vals = [m[key] for m in members if finite(m.get(key))]
-            point[key] = sum(vals) / len(vals) if len(vals) == len(members) else None  # a mean of all, or none
-        out[codec].append(point)
-    return {c: sorted(pts, key=lambda p: p["bpp"]) for c, pts in out.items()}
 
 
 def envelope(points: list[Point], metric: str) -> tuple[list[float], list[float]]:
@@ -120,24 +106,40 @@ def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, d
     return out
 
 
-def per_image_bd_rates(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
-    """One row per (image, classical codec, metric): that image's own curves."""
+def matched_gap(rows: list[dict[str, Any]], codec: str, model: str, metric: str) -> float | None:
+    """One image: how much better ``codec`` does than the model at the model's own bpp, averaged
+    over the levels where it reached that bpp (its matched quality minus the model's, signed so
+    that positive means the classical codec is better); None where no level compares."""
+    sign = QUALITY_METRICS[metric]
+    oscar = {r["rate_level"]: r[metric] for r in rows
+             if r["codec"] == model and r.get("mode") == "sweep" and finite(r.get(metric))}
+    gaps = [sign * (r[metric] - oscar[r["rate_level"]]) for r in rows
+            if r["codec"] == codec and r.get("mode") == "matched" and r.get("reached") and finite(r.get(metric))
+            and r["rate_level"] in oscar]
+    return sum(gaps) / len(gaps) if gaps else None
+
+
+def image_bd_rates(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    """The ``bd_rates`` table's rows (:data:`pipeline.rows.BD_RATES`) from metrics rows: one per
+    (image, classical codec, metric the model was measured in) with that image's own BD-rate and
+    :func:`matched_gap`. Built in the write stage from each image's rows, so the report never
+    groups the metrics table by image."""
     by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in curve_rows(rows):
+    for r in rows:
         by_image[r["image_id"]].append(r)
     out = []
-    for image_id, members in sorted(by_image.items()):
+    for image_id, members in by_image.items():
         curves: dict[str, list[Point]] = defaultdict(list)
-        for r in members:
+        for r in curve_rows(members):
             curves[r["codec"]].append(r)
-        for codec, anchor in sorted(curves.items()):
-            if codec == model:
-                continue
+        rivals = sorted({r["codec"] for r in members} - {model})
+        for codec in rivals:
             for metric in QUALITY_METRICS:
                 if not any(finite(p.get(metric)) for p in curves.get(model, [])):
                     continue
-                value, overlap = bd_rate(anchor, curves.get(model, []), metric)
+                value, overlap = bd_rate(curves.get(codec, []), curves.get(model, []), metric)
                 out.append({"image_id": image_id, "source_uri": members[0]["source_uri"], "codec": codec,
                             "metric": metric, "bd_rate": value, "overlap_lo": overlap[0] if overlap else None,
-                            "overlap_hi": overlap[1] if overlap else None})
+                            "overlap_hi": overlap[1] if overlap else None,
+                            "matched_gap": matched_gap(members, codec, model, metric), "unit_id": members[0].get("unit_id")})
     return out

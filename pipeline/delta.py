@@ -3,18 +3,20 @@
 Layout under the output URI (every folder a Delta table: Parquet files + ``_delta_log/``)::
 
     bitstreams/  metrics/  errors/   the results (schemas: :mod:`pipeline.rows`)
+    bd_rates/                        an audit's per-image BD-rates (empty for other jobs)
     work_units/                      one row per committed work unit: the resume record
     _lease.json                      which run is writing here (refuses a second writer)
     run_manifest.json
 
 Workers write data files straight into the table folders; they are invisible to every reader
-until the driver commits them (:meth:`DeltaOutput.commit_window`). A window commits the three
+until the driver commits them (:meth:`DeltaOutput.commit_window`). A window commits the
 result tables first, then ``work_units`` last (always, even with no unit complete: that commit
 is the window's record). A unit is done exactly when its row is in ``work_units``. Result rows
 of units not done yet (partial units, a torn window's units) may be committed; each data
 commit names them in its info, and the next run deletes their rows before it redoes them
 (:meth:`DeltaOutput.heal`), so a rerun never duplicates. Files of a window that never
-committed stay invisible and ``python -m jobs.maintain`` deletes them (vacuum).
+committed stay invisible and ``python -m jobs.maintain`` deletes them (vacuum). Tables that
+grow with the corpus are read on the driver with :mod:`pipeline.table_scan`.
 """
 
 from __future__ import annotations
@@ -84,16 +86,6 @@ def read_delta(output_uri: str, table: str, storage: StorageOptions | None = Non
     except TableNotFoundError:
         return schema.empty_table().select(columns or schema.names)
     return dt.to_pyarrow_table(columns=columns, filters=filters)
-
-
-def write_derived(output_uri: str, table: str, data: pa.Table, storage: StorageOptions | None = None) -> str:
-    """Replaces a table derived from the committed ones (the audit's ``bd_rates``) in one commit;
-    rebuilt whole each time, so it never drifts from what it was computed from."""
-    from deltalake import write_deltalake
-
-    uri = table_uri(output_uri, table)
-    write_deltalake(uri, data, mode="overwrite", schema_mode="overwrite", storage_options=delta_storage_options(uri, storage))
-    return uri
 
 
 @dataclass
@@ -223,7 +215,7 @@ class DeltaOutput:
         window = self.next_window
         meta = {"oscar.window": window, "oscar.run": self.run_id, "oscar.units": sorted(touched or ()),
                 "oscar.partial": sorted(partial or ())}
-        for name in ("errors", "metrics", "bitstreams"):
+        for name in ("errors", "metrics", "bd_rates", "bitstreams"):
             if files.get(name):
                 actions = [AddAction(path=f["path"], size=f["size"], partition_values={}, data_change=True,
                                      modification_time=f["mtime_ms"], stats=f["stats"]) for f in files[name]]

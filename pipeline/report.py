@@ -1,93 +1,40 @@
 """The audit's outputs, rebuilt from its committed tables: summary.json (means per codec and
-setting, BD-rates), the ``bd_rates`` table (per image), rd.png, and one self-contained
-report.html (BD-rates, RD curves, side-by-side crops, the worst images, the spread per level).
+setting, BD-rates), rd.png, and one self-contained report.html (BD-rates, RD curves,
+side-by-side crops, the worst images, the spread per level).
 
-Everything here reads ``metrics/`` and ``bitstreams/`` only, so ``jobs.audit --report-only``
-rebuilds it without re-encoding the corpus.
+Everything here reads ``metrics/``, ``bd_rates/`` and ``bitstreams/`` only, so ``jobs.audit
+--report-only`` rebuilds it without re-encoding the corpus. The tables are streamed
+(:mod:`pipeline.audit_stats`): the driver holds sums per setting, histograms per level and a
+handful of images, whatever the corpus size.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 from collections import defaultdict
 from typing import Any
 
-import pyarrow as pa
+import pyarrow.compute as pc
 
 from oscar_model.model_info import ModelInfo
 
-from .bd_rate import headline_bd_rates, mean_curves, per_image_bd_rates
+from .audit_stats import METRICS_COLUMNS, MetricsAggregate, worst_images
+from .bd_rate import headline_bd_rates
 from .crops import comparison_crops, read_original
-from .delta import read_delta, write_derived
-from .metrics import QUALITY_METRICS, finite
+from .metrics import QUALITY_METRICS
 from .report_figures import METRIC_LABELS, chosen_levels_png, quality_spread_png, rd_curves_png
 from .storage import StorageOptions, write_bytes, write_json
+from .table_scan import count_rows, scan_delta
 from .target import target_summary
 
-__all__ = ["summarize_metrics", "worst_images", "write_report"]
+__all__ = ["write_report"]
 
 COLUMNS = {"codec": "Codec", "mode": "Mode", "setting": "Setting", "images": "Images", "unreached": "Can't reach",
            "bpp": "bpp", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS",
            "encode_ms": "Encode (ms/image)", "decode_ms": "Decode (ms/image)"}
 DIGITS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "encode_ms": 0, "decode_ms": 0}
 WORST = 5
-
-
-def _mean(vals: list[Any]) -> float | None:
-    vals = [v for v in vals if finite(v)]
-    return sum(vals) / len(vals) if vals else None
-
-
-def summarize_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Means per (codec, mode, setting): OSCAR per level, each classical codec per sweep quality
-    and per OSCAR level it was matched to. Means are over the rows that reached their target;
-    the others are counted in ``unreached`` (their metrics are null)."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r.get("mode") not in ("sweep", "matched"):
-            continue
-        key = f"at OSCAR L{r['rate_level']}" if r["mode"] == "matched" else r["setting"]
-        groups[(r["codec"], r["mode"], key)].append(r)
-    out = []
-    for (codec, mode, setting), members in groups.items():
-        reached = [m for m in members if m.get("reached")]
-        entry: dict[str, Any] = {"codec": codec, "mode": mode, "setting": setting, "rate_level": members[0]["rate_level"],
-                                 "images": len(reached),
-                                 "unreached": len(members) - len(reached)}
-        for key in ("bpp", *QUALITY_METRICS, "encode_ms", "decode_ms"):
-            value = _mean([m.get(key) for m in reached])
-            entry[key] = None if value is None else round(value, 6)
-        out.append(entry)
-    return sorted(out, key=lambda e: (e["codec"], e["mode"], e["rate_level"] if e["mode"] == "matched" else 0,
-                                      e["bpp"] if e["bpp"] is not None else math.inf))
-
-
-def worst_images(rows: list[dict[str, Any]], model: str, n: int = WORST) -> list[dict[str, Any]]:
-    """The ``n`` images where the model does worst against the best classical codec: at each
-    level, the best matched classical quality (at or below OSCAR's bpp) minus OSCAR's, averaged
-    over the levels (MS-SSIM; PSNR where MS-SSIM was not measured)."""
-    per_image: dict[str, dict[int, dict[str, list[dict[str, Any]]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for r in rows:
-        if r.get("rate_level") is None or r.get("mode") not in ("sweep", "matched"):
-            continue
-        if (r["codec"] == model and r["mode"] == "sweep") or (r["mode"] == "matched" and r.get("reached")):
-            per_image[r["image_id"]][int(r["rate_level"])][r["codec"]].append(r)
-    scored = []
-    for image_id, levels in per_image.items():
-        gaps = []
-        for level, codecs in levels.items():
-            oscar = codecs.get(model, [None])[0]
-            metric = "ms_ssim" if oscar and oscar.get("ms_ssim") is not None else "psnr"
-            rivals = [rs[0][metric] for c, rs in codecs.items() if c != model and rs[0].get(metric) is not None]
-            if oscar and oscar.get(metric) is not None and rivals:
-                gaps.append((max(rivals) - oscar[metric], metric, level))
-        if gaps:
-            any_row = next(iter(next(iter(levels.values())).values()))[0]
-            scored.append({"image_id": image_id, "source_uri": any_row["source_uri"], "metric": gaps[0][1],
-                           "gap": sum(g for g, _, _ in gaps) / len(gaps)})
-    return sorted(scored, key=lambda s: -s["gap"])[:n]
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -134,12 +81,17 @@ def _decoder(model: ModelInfo, storage: StorageOptions | None):
     return OscarCodec.from_pretrained(local_model_folder(model, storage), device="cpu")
 
 
-def _crops(output_uri: str, storage: StorageOptions | None, rows: list[dict[str, Any]], model: ModelInfo,
+def _crops(output_uri: str, storage: StorageOptions | None, model: ModelInfo,
            wanted_levels: dict[str, list[int]]) -> dict[str, list[tuple[int, bytes]] | str]:
     """image_id -> its panels at the levels it is shown at, or why there are none (only those
-    streams are read and decoded)."""
-    wanted = read_delta(output_uri, "bitstreams", storage, columns=["image_id", "rate_level", "bitstream"],
-                        filters=[("image_id", "in", sorted(wanted_levels))]).to_pylist()
+    images' rows and streams are read, and only those streams decoded)."""
+    ids = ("image_id", wanted_levels)
+
+    def read(table: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+        return [r for b in scan_delta(output_uri, table, storage, columns=columns, key=ids) for r in b.to_pylist()]
+
+    wanted = read("bitstreams", ["image_id", "rate_level", "bitstream"])
+    rows = read("metrics")
     codec = _decoder(model, storage) if wanted else None
     out: dict[str, list[tuple[int, bytes]] | str] = {}
     for image_id, levels in sorted(wanted_levels.items()):
@@ -156,20 +108,36 @@ def _crops(output_uri: str, storage: StorageOptions | None, rows: list[dict[str,
     return out
 
 
+def typical_image(output_uri: str, storage: StorageOptions | None, agg: MetricsAggregate, level: int) -> dict | None:
+    """The image whose quality at ``level`` is nearest the median image's (MS-SSIM where measured,
+    else PSNR): a second pass over that level's rows of the model, holding one candidate."""
+    metric = "ms_ssim" if agg.quantiles(level, "ms_ssim", [0.5])[0] is not None else "psnr"
+    (median,) = agg.quantiles(level, metric, [0.5])
+    if median is None:
+        return None
+    where = ((pc.field("codec") == agg.model) & (pc.field("mode") == "sweep") & (pc.field("rate_level") == level)
+             & pc.field(metric).is_valid())
+    best: dict | None = None
+    columns = ["image_id", "source_uri", metric, "codec", "mode", "rate_level"]  # what is read and what ``where`` reads
+    for batch in scan_delta(output_uri, "metrics", storage, columns=columns, where=where):
+        for image_id, source, value in zip(*batch.select(columns[:3]).to_pydict().values()):
+            if best is None or abs(value - median) < best["distance"] or (
+                    abs(value - median) == best["distance"] and image_id < best["image_id"]):
+                best = {"image_id": image_id, "source_uri": source, "distance": abs(value - median)}
+    return best
+
+
 def write_report(output_uri: str, storage: StorageOptions | None, model: ModelInfo) -> str:
-    """Writes summary.json, the bd_rates table, rd.png and report.html under ``output_uri``;
-    returns the report's URI."""
-    rows = read_delta(output_uri, "metrics", storage).to_pylist()
-    errors = read_delta(output_uri, "errors", storage).num_rows
+    """Writes summary.json, rd.png and report.html under ``output_uri``; returns the report's URI."""
     name = model.name
-    curves = mean_curves(rows)
+    agg = MetricsAggregate(name)
+    for batch in scan_delta(output_uri, "metrics", storage, columns=METRICS_COLUMNS):
+        agg.add(batch)
+    errors = count_rows(output_uri, "errors", storage)
+    curves = agg.curves()
     bd = headline_bd_rates(curves, name)
-    per_image = per_image_bd_rates(rows, name)
-    if per_image:
-        write_derived(output_uri, "bd_rates", pa.Table.from_pylist(per_image), storage)
-    summary = summarize_metrics(rows)
-    image_ids = sorted({r["image_id"] for r in rows})
-    write_json(output_uri, "summary.json", {"model": name, "images": len(image_ids), "errors": errors, "bd_rate": bd,
+    summary = agg.summary()
+    write_json(output_uri, "summary.json", {"model": name, "images": agg.images(), "errors": errors, "bd_rate": bd,
                                             "summary": summary}, storage)
     matched = defaultdict(list)
     for s in summary:
@@ -179,20 +147,24 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
     if rd:
         write_bytes(output_uri, "rd.png", rd, storage)
 
-    levels = sorted({int(r["rate_level"]) for r in rows if r["codec"] == name and r.get("mode") == "sweep"})
+    levels = agg.levels()
     shown = [levels[0], levels[len(levels) // 2], levels[-1]] if len(levels) >= 3 else levels
     shown = sorted(set(shown))
-    worst = worst_images(rows, name)
-    typical = _typical(rows, name, levels[len(levels) // 2]) if levels else None
+    bd_columns = ["image_id", "source_uri", "metric", "matched_gap"]
+    worst = worst_images(scan_delta(output_uri, "bd_rates", storage, columns=bd_columns), WORST)
+    typical = typical_image(output_uri, storage, agg, levels[len(levels) // 2]) if levels else None
     # The typical image at every shown level; a worst one only at the middle level it is shown at.
     crop_levels = {w["image_id"]: [shown[len(shown) // 2]] for w in worst}
     if typical:
-        crop_levels[typical] = shown
-    crops = _crops(output_uri, storage, rows, model, crop_levels) if crop_levels else {}
+        crop_levels[typical["image_id"]] = shown
+    crops = _crops(output_uri, storage, model, crop_levels) if crop_levels else {}
     by_image_bd = defaultdict(list)
-    for p in per_image:
-        if p["metric"] in ("ms_ssim", "psnr") and p["bd_rate"] is not None:
-            by_image_bd[(p["image_id"], p["metric"])].append(p["bd_rate"])
+    if worst:
+        for batch in scan_delta(output_uri, "bd_rates", storage, columns=["image_id", "metric", "bd_rate"],
+                                key=("image_id", [w["image_id"] for w in worst])):
+            for p in batch.to_pylist():
+                if p["bd_rate"] is not None:
+                    by_image_bd[(p["image_id"], p["metric"])].append(p["bd_rate"])
 
     def crop_html(image_id: str, only: int | None = None) -> str:
         got = crops.get(image_id)
@@ -202,12 +174,13 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
                        for lv, png in got if only is None or lv == only)
 
     worst_rows = "".join(
-        f"<h3>{i}. {html.escape(w['source_uri'])}</h3><p>mean {'MS-SSIM' if w['metric'] == 'ms_ssim' else 'PSNR'} gap to the "
-        f"best classical codec at OSCAR's bpp: {w['gap']:+.4f}; BD-rate against the best classical codec (this image's "
+        f"<h3>{i}. {html.escape(w['source_uri'])}</h3><p>{'MS-SSIM' if w['metric'] == 'ms_ssim' else 'PSNR'} by which the "
+        f"classical codec that does best on it beats {html.escape(name)} at {html.escape(name)}'s bpp, averaged over the "
+        f"levels: {w['gap']:+.4f}; BD-rate against the best classical codec (this image's "
         f"curves): {_fmt_bd(by_image_bd.get((w['image_id'], w['metric'])))}</p>{crop_html(w['image_id'], shown[len(shown) // 2])}"
         for i, w in enumerate(worst, start=1))
     classical = ", ".join(c for c in curves if c != name) or "no classical codec"
-    target_html = _target_section(output_uri, storage, rows)
+    target_html = _target_section(output_uri, storage) if "target" in agg.modes else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OSCAR audit: {html.escape(name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
@@ -215,7 +188,7 @@ th{{background:#f3f3f3}}td:first-child{{text-align:left}}.bd td{{font-size:1.15e
 img{{max-width:100%}}img.crop{{image-rendering:pixelated;cursor:zoom-in}}img.crop.zoom{{max-width:none;width:200%}}
 figure{{margin:.4em 0;overflow-x:auto}}figcaption,.note,small{{color:#666}}</style></head><body>
 <h1>Audit: {html.escape(name)} against {html.escape(classical)}</h1>
-<p>{len(image_ids)} images; {errors} inputs could not be read (see <code>errors/</code>). Every metric is measured on RGB against
+<p>{agg.images()} images; {errors} inputs could not be read (see <code>errors/</code>). Every metric is measured on RGB against
 each image's own original; bpp counts every byte of each file.</p>
 {target_html}<h2>BD-rate: bits {html.escape(name)} needs for the same quality</h2>
 {_bd_table(bd) if bd else "<p class='note'>no classical codec audited</p>"}
@@ -223,11 +196,11 @@ each image's own original; bpp counts every byte of each file.</p>
 mean curve against each classical codec's quality sweep, over the quality range both cover (shown). Negative: fewer bits.
 Per-image values are in the <code>bd_rates</code> table.</p>
 <h2>Rate-distortion curves</h2>{_img(rd, "RD curves") if rd else "<p class='note'>no codec's settings to plot</p>"}
-<h2>Side by side{f": {html.escape(_source(rows, typical))}" if typical else ""}</h2>
+<h2>Side by side{f": {html.escape(typical['source_uri'])}" if typical else ""}</h2>
 <p class="note">Each classical codec at the highest quality whose file is at or below {html.escape(name)}'s bpp on this
-image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop_html(typical) if typical else ""}
+image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop_html(typical["image_id"]) if typical else ""}
 <h2>The {len(worst)} images where {html.escape(name)} does worst against the best classical codec</h2>{worst_rows}
-<h2>Quality per level, image by image</h2>{_img(quality_spread_png(rows, name), "quality spread") if levels else ""}
+<h2>Quality per level, image by image</h2>{_img(quality_spread_png(agg), "quality spread") if levels else ""}
 <h2>All settings (means over the images)</h2>{_table(summary, COLUMNS)}
 <script>document.querySelectorAll('img.crop').forEach(i=>i.onclick=()=>i.classList.toggle('zoom'))</script>
 </body></html>"""
@@ -235,10 +208,8 @@ image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop
     return f"{output_uri.rstrip('/')}/report.html"
 
 
-def _target_section(output_uri: str, storage: StorageOptions | None, rows: list[dict[str, Any]]) -> str:
+def _target_section(output_uri: str, storage: StorageOptions | None) -> str:
     """For an archive written at a quality target: the histogram of the levels its images kept."""
-    if not any(r.get("mode") == "target" for r in rows):
-        return ""
     t = target_summary(output_uri, storage)
     png = chosen_levels_png(t["chosen_levels"], t["met_levels"], t["target"])
     return (f"<h2>Quality target {html.escape(t['target'] or '?')}</h2><p>met on {t['met']} of {t['images']} images; each "
@@ -247,15 +218,3 @@ def _target_section(output_uri: str, storage: StorageOptions | None, rows: list[
 
 def _fmt_bd(values: list[float] | None) -> str:
     return "no overlap" if not values else f"{max(values):+.1f}%"
-
-
-def _source(rows: list[dict[str, Any]], image_id: str) -> str:
-    return next(r["source_uri"] for r in rows if r["image_id"] == image_id)
-
-
-def _typical(rows: list[dict[str, Any]], model: str, level: int) -> str | None:
-    """The image whose quality at ``level`` is the median one (MS-SSIM, else PSNR)."""
-    at = [r for r in rows if r["codec"] == model and r.get("mode") == "sweep" and r.get("rate_level") == level]
-    key = "ms_ssim" if any(r.get("ms_ssim") is not None for r in at) else "psnr"
-    at = sorted((r for r in at if r.get(key) is not None), key=lambda r: r[key])
-    return at[len(at) // 2]["image_id"] if at else None

@@ -97,25 +97,42 @@ def rd_plot_png(summary: list[dict[str, Any]], title: str = "rate-distortion",
     return _png(fig)
 
 
-def quality_spread_png(rows: list[dict[str, Any]], model: str) -> bytes:
-    """Per-image PSNR and MS-SSIM at each OSCAR level: boxes over the images, every image a dot."""
+def quality_spread_png(agg) -> bytes:
+    """Per-image PSNR and MS-SSIM at each level of the model, from the histograms of a
+    :class:`~pipeline.audit_stats.MetricsAggregate`: the shape of each level's distribution, a box
+    over its quartiles and whiskers at the 5th and 95th percentiles. Drawn from counts, so a
+    million images make the same picture as ten."""
+    import numpy as np
+
+    from .audit_stats import SPREAD_BINS
+
     plt = _pyplot()
-    by_level: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["codec"] == model and r.get("mode") == "sweep" and r.get("rate_level") is not None:
-            by_level[int(r["rate_level"])].append(r)
-    levels = sorted(by_level)
+    levels = agg.levels()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, metric in zip(axes, ("psnr", "ms_ssim")):
-        data = [[r[metric] for r in by_level[lv] if r.get(metric) is not None] for lv in levels]
-        ax.boxplot(data, showfliers=False)
+        stats, lows, highs = [], [], []
+        for i, lv in enumerate(levels, start=1):
+            p5, q1, med, q3, p95 = agg.quantiles(lv, metric, [0.05, 0.25, 0.5, 0.75, 0.95])
+            if med is None:
+                continue
+            stats.append({"med": med, "q1": q1, "q3": q3, "whislo": p5, "whishi": p95, "fliers": [], "label": f"L{lv}"})
+            hist = agg.spread[lv][metric]
+            edges = SPREAD_BINS[metric]
+            lo, hi = np.flatnonzero(hist)[[0, -1]]
+            shape = hist[lo : hi + 1] / hist.max() * 0.38
+            ax.fill_betweenx((edges[lo : hi + 1] + edges[lo + 1 : hi + 2]) / 2, i - shape, i + shape, color="tab:blue",
+                             alpha=0.25, lw=0)
+            lows.append(edges[lo])
+            highs.append(edges[hi + 1])
+        if stats:
+            ax.bxp(stats, positions=[levels.index(int(s["label"][1:])) + 1 for s in stats], showfliers=False, widths=0.25)
+            pad = (max(highs) - min(lows)) * 0.05
+            ax.set_ylim(min(lows) - pad, max(highs) + pad)
         ax.set_xticks(range(1, len(levels) + 1), [f"L{lv}" for lv in levels])
-        for i, vals in enumerate(data, start=1):
-            ax.plot([i] * len(vals), vals, "o", ms=3, alpha=0.5, color="tab:blue")
-        ax.set_xlabel(f"{model} level")
+        ax.set_xlabel(f"{agg.model} level")
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("per-image quality at each level (box: quartiles over the images)")
+    fig.suptitle("per-image quality at each level (shape: all images; box: quartiles; whiskers: 5th-95th percentile)")
     fig.tight_layout()
     return _png(fig)
 

@@ -1,14 +1,16 @@
 """The rows of the transcoder: what travels between stages, and each output table's rows.
 
 Every other module of ``pipeline`` imports this one and this one imports none of them. Each
-output table's rows are built here and nowhere else (:func:`table_rows`).
+output table's rows are built here and nowhere else (:func:`table_rows`), but for the audit's
+``bd_rates``, which are computed from an image's metrics rows (:mod:`pipeline.bd_rate`).
 
 In flight, a row is one image (a :class:`ImageRow`): stages add columns and never remove a
 failed row. A row that fails a stage gets ``status = "error"`` and the stage, exception type
 and message (:func:`failed`), travels on untouched and lands in the errors table.
 
-Out of the job, three result tables and ``work_units``, the record of which units of work
-(a shard, a file group, an archive's data file) are committed, so a rerun skips them. Every
+Out of the job, four result tables (bitstreams, metrics, errors, bd_rates) and ``work_units``,
+the record of which units of work (a shard, a file group, an archive's data file) are
+committed, so a rerun skips them. Every
 in-flight row carries its ``unit_id``; the last row a reader emits for a unit carries
 ``unit_size`` (how many rows the unit has), so the driver knows when a unit is complete.
 """
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from oscar_model import ModelInfo
 
 __all__ = [
-    "BITSTREAMS", "METRICS", "ERRORS", "TABLES", "WORK_UNITS", "FLAT", "UNCOMPRESSED_COLUMNS",
+    "BITSTREAMS", "METRICS", "ERRORS", "BD_RATES", "TABLES", "WORK_UNITS", "FLAT", "ROW_GROUP_ROWS",
+    "UNCOMPRESSED_COLUMNS",
     "Batch", "ImageRow", "ERROR_FIELDS", "rows_of", "batch_of", "failed", "table_rows", "error_row",
 ]
 
@@ -51,7 +54,12 @@ METRICS = _schema(
     "n_bytes:i64 bpp:f64 psnr:f64 ms_ssim:f64 lpips:f64 dists:f64 encode_ms:f64 decode_ms:f64 reference:str unit_id:str"
 )
 ERRORS = _schema("source_uri:str image_id:str stage:str error_type:str message:str unit_id:str")
-TABLES: dict[str, pa.Schema] = {"bitstreams": BITSTREAMS, "metrics": METRICS, "errors": ERRORS}
+BD_RATES = _schema(
+    "image_id:str source_uri:str codec:str metric:str bd_rate:f64 overlap_lo:f64 overlap_hi:f64 matched_gap:f64 unit_id:str"
+)
+"""An audit's per-image comparison with each classical codec (:func:`pipeline.bd_rate.image_bd_rates`
+builds the rows from the image's metrics rows, in the write stage): empty for other jobs."""
+TABLES: dict[str, pa.Schema] = {"bitstreams": BITSTREAMS, "metrics": METRICS, "errors": ERRORS, "bd_rates": BD_RATES}
 WORK_UNITS = _schema("unit_id:str kind:str uri:str images:i64 window:i64 model_id:str run_id:str committed_at:str")
 """One row per committed unit of work; ``images`` counts its in-flight rows (images, or archived
 streams when re-decoding); ``window`` is the commit it landed in."""
@@ -63,6 +71,9 @@ concatenate (an in-flight list column can be a tensor in one block and objects i
 ``image_rows`` is 1 on the first row of each in-flight row (how the driver counts images) and
 ``unit_size`` rides on that row; an in-flight row with no table rows gets one row with
 ``table = ""``, which is counted and never written."""
+ROW_GROUP_ROWS = 16_384
+"""Rows per Parquet row group, written and compacted: a reader decodes a row group at a time, so
+this bounds what a streamed read (the report's) holds, whatever the file size."""
 UNCOMPRESSED_COLUMNS = {"bitstream"}
 """Already entropy-coded: written without compression or dictionary encoding."""
 

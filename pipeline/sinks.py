@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .bd_rate import image_bd_rates
 from .faults import inject_fault
 from .progress import bump
-from .rows import FLAT, TABLES, UNCOMPRESSED_COLUMNS, rows_of, table_rows
+from .rows import FLAT, ROW_GROUP_ROWS, TABLES, UNCOMPRESSED_COLUMNS, rows_of, table_rows
 from .storage import StorageOptions, resolve
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def write_table_file(table: pa.Table, name: str, output_uri: str, storage: Stora
     compression = {c: ("none" if c in UNCOMPRESSED_COLUMNS else "zstd") for c in table.column_names}
     use_dict = [c for c in table.column_names if c not in UNCOMPRESSED_COLUMNS]
     with filesystem.open_output_stream(f"{folder}/{path}") as f:
-        pq.write_table(table, f, compression=compression, use_dictionary=use_dict, row_group_size=16_384)
+        pq.write_table(table, f, compression=compression, use_dictionary=use_dict, row_group_size=ROW_GROUP_ROWS)
         size = f.tell()  # the bytes written: no second request to ask the store
     return {"table": name, "path": path, "size": int(size), "rows": table.num_rows, "stats": _stats(table),
             "mtime_ms": int(time.time() * 1000)}
@@ -81,8 +82,9 @@ def flatten(batch: dict[str, np.ndarray], model: ModelInfo, progress: Any = None
     bump(progress, len(rows))
     for r in rows:
         own = table_rows([r], model)
+        own["bd_rates"] = image_bd_rates(own["metrics"], model.name)  # an audit's; [] for other jobs
         first = len(flat)
-        for name in ("bitstreams", "metrics", "errors"):
+        for name in ("bitstreams", "metrics", "bd_rates", "errors"):
             flat.extend({**row, "table": name, "unit_size": 0, "image_rows": 0} for row in own[name])  # rows carry unit_id
         if len(flat) == first:  # nothing to write, but the image still counts for its unit
             flat.append({"table": "", "unit_id": str(r["unit_id"]), "source_uri": str(r.get("source_uri", ""))})
@@ -93,7 +95,7 @@ def flatten(batch: dict[str, np.ndarray], model: ModelInfo, progress: Any = None
 def write_files(batch: pa.Table, output_uri: str, storage: StorageOptions | None = None) -> dict[str, np.ndarray]:
     """Write stage: a large batch of flat rows -> one data file per table; returns one receipt row."""
     files = []
-    for name in ("metrics", "errors", "bitstreams"):
+    for name in ("metrics", "bd_rates", "errors", "bitstreams"):
         rows = batch.filter(pc.equal(batch.column("table"), name))
         if rows.num_rows:
             files.append(write_table_file(rows.select(TABLES[name].names).cast(TABLES[name]), name, output_uri, storage))

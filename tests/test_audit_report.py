@@ -11,12 +11,13 @@ import shutil
 import subprocess
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.bd_rate import bd_rate, envelope, mean_curves
+from pipeline.audit_stats import mean_curves, summarize_metrics, worst_images
+from pipeline.bd_rate import bd_rate, envelope, image_bd_rates
 from pipeline.crops import pick_window
-from pipeline.report import summarize_metrics, worst_images
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -75,7 +76,12 @@ def test_worst_images_rank_the_gap_to_the_best_classical_codec():
         rows.append(rows_for(image, "jpeg", "matched", "quality 3", 1, 0.1, 24))
         rows.append(rows_for(image, "webp", "matched", "quality 3", 1, 0.1, 26))
         rows.append(rows_for(image, "avif", "matched", "quality 0", 1, 0.1, 99, reached=False))  # ignored
-    ranked = worst_images(rows, "oscar", n=2)
+    per_image = image_bd_rates(rows, "oscar")  # what the write stage puts in bd_rates/, per image
+    assert {(p["codec"], p["metric"]) for p in per_image} == {(c, "psnr") for c in ("avif", "jpeg", "webp")}
+    assert next(p for p in per_image if p["image_id"] == "bad" and p["codec"] == "avif")["matched_gap"] is None
+    # Streamed in batches of two rows, as the report reads the table: the top-2 holds two images.
+    table = pa.Table.from_pylist(per_image)
+    ranked = worst_images(table.to_batches(max_chunksize=2), n=2)
     assert [w["image_id"] for w in ranked] == ["bad", "mid"]
     assert ranked[0]["gap"] == pytest.approx(6) and ranked[0]["metric"] == "psnr"
 
@@ -147,6 +153,13 @@ def test_bd_rates_agree_with_the_bjontegaard_package_on_the_tables_mean_curves(a
     means = duckdb.sql("SELECT codec, setting, avg(bpp), avg(psnr), avg(ms_ssim) FROM metrics "
                        "WHERE mode = 'sweep' AND reached GROUP BY 1, 2").fetchall()
     summary = json.loads((audit_out / "summary.json").read_text())
+    # The streamed means (Arrow batches, pipeline.audit_stats) are DuckDB's GROUP BY.
+    streamed = {(e["codec"], e["setting"]): e for e in summary["summary"] if e["mode"] == "sweep"}
+    assert len(streamed) == len(means) == 7 + 2 * 12
+    for codec, setting, bpp, psnr, ms_ssim in means:
+        e = streamed[(codec, setting)]
+        assert (e["bpp"], e["psnr"], e["ms_ssim"]) == pytest.approx((bpp, psnr, ms_ssim), abs=1e-5), (codec, setting)
+    assert summary["images"] == duckdb.sql("SELECT count(DISTINCT image_id) FROM metrics").fetchall()[0][0] == 4
     checked = 0
     for codec in ("jpeg", "webp"):
         for i, metric in ((3, "psnr"), (4, "ms_ssim")):

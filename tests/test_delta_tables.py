@@ -152,7 +152,7 @@ def test_readme_schemas_match_the_written_tables(shard_archive):
     import pyarrow as pa
 
     written = {}
-    for table in ("bitstreams", "metrics", "errors", "work_units"):
+    for table in ("bitstreams", "metrics", "errors", "bd_rates", "work_units"):  # bd_rates: empty in an archive
         schema = pa.schema(DeltaTable(str(shard_archive / table)).schema().to_arrow())
         written[table] = [(f.name, str(f.type)) for f in schema]
     assert documented_schemas() == written
@@ -199,6 +199,29 @@ def test_maintain_compacts_each_table_and_vacuums_what_it_replaced(shard_archive
     assert len(list((out / "bitstreams").glob("*.parquet"))) == 1  # the replaced files were vacuumed
 
 
+def test_compaction_keeps_the_writers_row_groups(tmp_path):
+    """delta-rs compacts into million-row row groups by default; a streamed read (the report's)
+    decodes one row group at a time, so maintain keeps them at ROW_GROUP_ROWS."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import write_deltalake
+
+    from pipeline.delta import DeltaOutput
+    from pipeline.maintain import maintain
+    from pipeline.rows import ERRORS, ROW_GROUP_ROWS
+
+    DeltaOutput(str(tmp_path)).create_tables()
+    for part in range(2):
+        n = ROW_GROUP_ROWS * 3 // 4
+        rows = pa.table({c: [f"{part}-{i}" for i in range(n)] for c in ERRORS.names}).cast(ERRORS)
+        write_deltalake(str(tmp_path / "errors"), rows, mode="append")
+    maintain(str(tmp_path), retention_hours=0)
+    (compacted,) = DeltaTable(str(tmp_path / "errors")).file_uris()
+    meta = pq.ParquetFile(compacted).metadata
+    assert meta.num_rows == 2 * (ROW_GROUP_ROWS * 3 // 4) and meta.num_row_groups == 2
+    assert max(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) <= ROW_GROUP_ROWS
+
+
 def test_an_output_of_an_earlier_schema_gains_the_new_columns(tmp_path):
     """Tables created before metrics had mode/reached and bitstreams the target columns: the next
     run adds them (older rows read them as null) instead of writing files the table cannot show."""
@@ -214,3 +237,50 @@ def test_an_output_of_an_earlier_schema_gains_the_new_columns(tmp_path):
     DeltaOutput(str(tmp_path)).create_tables()
     for name, schema in (("metrics", METRICS), ("bitstreams", BITSTREAMS)):
         assert {f.name for f in DeltaTable(str(tmp_path / name)).schema().fields} == set(schema.names)
+
+
+def test_a_streamed_read_prunes_by_key_and_reads_older_files_with_nulls(tmp_path, monkeypatch):
+    """scan_delta (the report's reader): a file written before a column existed reads it as null,
+    and a key read opens only the files and row groups whose statistics can hold the keys."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from deltalake import WriterProperties, write_deltalake
+
+    from pipeline import table_scan
+    from pipeline.delta import DeltaOutput
+    from pipeline.rows import METRICS
+    from pipeline.table_scan import scan_delta
+
+    old = pa.schema([f for f in METRICS if f.name not in ("mode", "reached")])
+    DeltaTable.create(str(tmp_path / "metrics"), schema=old)
+    props = WriterProperties(max_row_group_size=100)
+    rows = {f.name: [None] * 300 for f in old}
+    write_deltalake(str(tmp_path / "metrics"), pa.table({**rows, "image_id": [f"a{i:03d}" for i in range(300)],
+                                                         "codec": ["jpeg"] * 300}, schema=old), mode="append",
+                    writer_properties=props)
+    DeltaOutput(str(tmp_path)).create_tables()  # adds mode and reached, at the end
+    evolved = pa.schema([*old, METRICS.field("mode"), METRICS.field("reached")])
+    write_deltalake(str(tmp_path / "metrics"), pa.table({**rows, "image_id": [f"b{i:03d}" for i in range(300)],
+                                                         "codec": ["webp"] * 300, "mode": ["sweep"] * 300,
+                                                         "reached": [True] * 300}).cast(evolved), mode="append",
+                    writer_properties=props)
+    everything = pa.Table.from_batches(list(scan_delta(str(tmp_path), "metrics", columns=["image_id", "mode"])))
+    assert everything.num_rows == 600
+    assert everything.filter(pa.compute.starts_with(everything["image_id"], "a"))["mode"].null_count == 300
+
+    opened = []
+    real = table_scan.resolve
+
+    def resolve(uri, storage=None):
+        opened.append(uri)
+        return real(uri, storage)
+
+    groups = []
+    read_group = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(table_scan, "resolve", resolve)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, **kw: groups.append(i) or read_group(self, i, **kw))
+    got = [r for b in scan_delta(str(tmp_path), "metrics", columns=["image_id", "codec"], key=("image_id", ["b150", "zzz"]))
+           for r in b.to_pylist()]
+    assert got == [{"image_id": "b150", "codec": "webp"}]
+    assert len(opened) == 1 and opened[0].endswith(".parquet")  # the a-file's statistics rule it out
+    assert groups == [1]  # and of the b-file's three row groups (b000-b099, b100-b199, b200-b299), two
