@@ -222,6 +222,6 @@ def print_summary(job: str, output: str, summary: dict) -> None:
         f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed; {summary['units_done']} work units "
         f"done, {summary.get('units_skipped_already_done', 0)} already done; {summary['bitstream_bytes']} bytes; "
         f"mean bpp {rates}; {summary['wall_seconds']:.1f} s\n{_target_line(summary.get('target'))}"
-        f"Delta tables: {output.rstrip('/')}/{{bitstreams,metrics,errors,work_units}}/  "
+        f"Delta tables: {output.rstrip('/')}/{{bitstreams,metrics,errors,{'bd_rates,' if job == 'audit' else ''}work_units}}/  "
         f"manifest: {output.rstrip('/')}/run_manifest.json"
     )
