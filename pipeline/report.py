@@ -199,7 +199,9 @@ Per-image values are in the <code>bd_rates</code> table.</p>
 <h2>Side by side{f": {html.escape(typical['source_uri'])}" if typical else ""}</h2>
 <p class="note">Each classical codec at the highest quality whose file is at or below {html.escape(name)}'s bpp on this
 image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop_html(typical["image_id"]) if typical else ""}
-<h2>The {len(worst)} images where {html.escape(name)} does worst against the best classical codec</h2>{worst_rows}
+<h2>The {len(worst)} images where {html.escape(name)} does worst against the best classical codec</h2>{worst_rows or
+"<p class='note'>no per-image gaps in bd_rates/: no classical codec reached " + html.escape(name) + "'s bpp, or the output "
+"was written before they were recorded (audit it again into a new output)</p>"}
 <h2>Quality per level, image by image</h2>{_img(quality_spread_png(agg), "quality spread") if levels else ""}
 <h2>All settings (means over the images)</h2>{_table(summary, COLUMNS)}
 <script>document.querySelectorAll('img.crop').forEach(i=>i.onclick=()=>i.classList.toggle('zoom'))</script>

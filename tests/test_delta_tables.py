@@ -248,7 +248,7 @@ def test_a_streamed_read_prunes_by_key_and_reads_older_files_with_nulls(tmp_path
 
     from pipeline import table_scan
     from pipeline.delta import DeltaOutput
-    from pipeline.rows import METRICS
+    from pipeline.rows import BD_RATES, METRICS
     from pipeline.table_scan import scan_delta
 
     old = pa.schema([f for f in METRICS if f.name not in ("mode", "reached")])
@@ -267,6 +267,12 @@ def test_a_streamed_read_prunes_by_key_and_reads_older_files_with_nulls(tmp_path
     everything = pa.Table.from_batches(list(scan_delta(str(tmp_path), "metrics", columns=["image_id", "mode"])))
     assert everything.num_rows == 600
     assert everything.filter(pa.compute.starts_with(everything["image_id"], "a"))["mode"].null_count == 300
+    # A table older than a column (bd_rates written by an earlier report, before matched_gap).
+    old_bd = pa.schema([f for f in BD_RATES if f.name not in ("matched_gap", "unit_id")])
+    write_deltalake(str(tmp_path / "old" / "bd_rates"), pa.table({f.name: ["x"] if f.type == pa.string() else [1.0]
+                                                                  for f in old_bd}, schema=old_bd))
+    (gap,) = scan_delta(str(tmp_path / "old"), "bd_rates", columns=["image_id", "matched_gap"])
+    assert gap.to_pylist() == [{"image_id": "x", "matched_gap": None}]
 
     opened = []
     real = table_scan.resolve
