@@ -1,7 +1,7 @@
 """OscarCodec: images <-> OSCAR bitstreams, at any rate of the model's ladder.
 
 A codec holds an :class:`~oscar_model.model.OscarModel` (the networks and their tensor-level
-steps, which training changes in place) and the :class:`~oscar_model.config.CodecOptions` it
+steps, which training changes in place) and the :class:`~oscar_model.options.CodecOptions` it
 runs with, and adds what users hold: images in, streams out, and back. Same-size images are
 batched; an image larger than a tile is coded tile by tile (:mod:`oscar_model.tiled_codec`)
 with the same bitstream. A thin image (a strip a few pixels tall) is coded folded into a

@@ -26,7 +26,7 @@ from .metrics import QUALITY_METRICS
 __all__ = ["MetricsAggregate", "SPREAD_BINS", "worst_images", "summarize_metrics", "mean_curves", "METRICS_COLUMNS"]
 
 VALUES = ("bpp", *QUALITY_METRICS, "encode_ms", "decode_ms")
-METRICS_COLUMNS = ["image_id", "codec", "mode", "setting", "rate_level", "reached", *VALUES]
+METRICS_COLUMNS = ["codec", "mode", "setting", "rate_level", "reached", *VALUES]
 """The columns of ``metrics/`` the aggregate reads."""
 SPREAD_BINS = {"psnr": np.linspace(0.0, 60.0, 1201), "ms_ssim": np.linspace(0.0, 1.0, 2001)}
 """Histogram edges of the spread plot: 0.05 dB and 0.0005 MS-SSIM, finer than either is read."""

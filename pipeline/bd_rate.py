@@ -129,10 +129,12 @@ def image_bd_rates(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any
         by_image[r["image_id"]].append(r)
     out = []
     for image_id, members in by_image.items():
+        rivals = sorted({r["codec"] for r in members} - {model})
+        if not rivals:  # an archive's image (every job's rows pass here): nothing to compare
+            continue
         curves: dict[str, list[Point]] = defaultdict(list)
         for r in curve_rows(members):
             curves[r["codec"]].append(r)
-        rivals = sorted({r["codec"] for r in members} - {model})
         for codec in rivals:
             for metric in QUALITY_METRICS:
                 if not any(finite(p.get(metric)) for p in curves.get(model, [])):

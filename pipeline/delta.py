@@ -215,7 +215,7 @@ class DeltaOutput:
         window = self.next_window
         meta = {"oscar.window": window, "oscar.run": self.run_id, "oscar.units": sorted(touched or ()),
                 "oscar.partial": sorted(partial or ())}
-        for name in ("errors", "metrics", "bd_rates", "bitstreams"):
+        for name in TABLES:
             if files.get(name):
                 actions = [AddAction(path=f["path"], size=f["size"], partition_values={}, data_change=True,
                                      modification_time=f["mtime_ms"], stats=f["stats"]) for f in files[name]]

@@ -84,7 +84,7 @@ def flatten(batch: dict[str, np.ndarray], model: ModelInfo, progress: Any = None
         own = table_rows([r], model)
         own["bd_rates"] = image_bd_rates(own["metrics"], model.name)  # an audit's; [] for other jobs
         first = len(flat)
-        for name in ("bitstreams", "metrics", "bd_rates", "errors"):
+        for name in TABLES:
             flat.extend({**row, "table": name, "unit_size": 0, "image_rows": 0} for row in own[name])  # rows carry unit_id
         if len(flat) == first:  # nothing to write, but the image still counts for its unit
             flat.append({"table": "", "unit_id": str(r["unit_id"]), "source_uri": str(r.get("source_uri", ""))})
@@ -95,7 +95,7 @@ def flatten(batch: dict[str, np.ndarray], model: ModelInfo, progress: Any = None
 def write_files(batch: pa.Table, output_uri: str, storage: StorageOptions | None = None) -> dict[str, np.ndarray]:
     """Write stage: a large batch of flat rows -> one data file per table; returns one receipt row."""
     files = []
-    for name in ("metrics", "bd_rates", "errors", "bitstreams"):
+    for name in TABLES:
         rows = batch.filter(pc.equal(batch.column("table"), name))
         if rows.num_rows:
             files.append(write_table_file(rows.select(TABLES[name].names).cast(TABLES[name]), name, output_uri, storage))
