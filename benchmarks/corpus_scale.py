@@ -1,6 +1,6 @@
 """Corpus scale: what the driver pays as a corpus grows (issue 19).
 
-Three measurements, each printed as a table row and saved as JSON:
+Two measurements, each printed as a table row and saved as JSON:
 
     python benchmarks/corpus_scale.py rss --images 2000,20000 [--code DIR]
         driver peak RSS of the real archive job (--no-verify --rates L0) on N small synthetic
@@ -9,13 +9,10 @@ Three measurements, each printed as a table row and saved as JSON:
         checkout's job (the "before" column came from landed main in /tmp/before).
     python benchmarks/corpus_scale.py resume --keys 1000000 --window 1000 [--s3]
         the resume check on an output holding KEYS committed work units, built through the real
-        commit code (pipeline.delta.DeltaOutput.commit_window, pipeline.sinks.write_table_file)
+        commit code (pipeline.tables.delta.DeltaOutput.commit_window, pipeline.tables.writer.write_table_file)
         with synthetic streams: one bitstreams row of 32 random bytes per unit, WINDOW units per
         commit. The check is what run_job does before it plans: create_tables (no-op),
         done_and_models, then heal with that done set.
-    python benchmarks/corpus_scale.py markers --markers 250,1000 [--s3]
-        the same check on the old layout (one JSON marker per part, 8 keys a part, written as
-        the old sink wrote them), read by pipeline.legacy.committed_keys, the old reader.
 
 Objects per 10,000 images come from the rss runs' outputs (every object under --output).
 """
@@ -97,9 +94,9 @@ def measure_resume(keys: int, window: int, base: str) -> dict:
     import numpy as np
     import pyarrow as pa
 
-    from pipeline.delta import DeltaOutput
-    from pipeline.rows import BITSTREAMS
-    from pipeline.sinks import write_table_file
+    from pipeline.tables.delta import DeltaOutput
+    from pipeline.tables.schema import BITSTREAMS
+    from pipeline.tables.writer import write_table_file
 
     output = f"{base}/resume-{keys}"
     out = DeltaOutput(output)
@@ -127,34 +124,15 @@ def measure_resume(keys: int, window: int, base: str) -> dict:
             "resume_check_s": round(resume_s, 2)}
 
 
-def measure_markers(markers: int, base: str) -> dict:
-    from pipeline.legacy import MARKERS, committed_keys
-    from pipeline.storage import write_bytes
-
-    output = f"{base}/markers-{markers}"
-    for m in range(markers):
-        keys = [f"s3://corpus/img-{m:07d}-{k}.jpg" for k in range(8)]
-        payload = {"part": f"part-{m:020d}", "source_uris": keys, "rows": {"bitstreams": 8}, "model_id": "bench"}
-        write_bytes(f"{output}/{MARKERS}", f"part-{m:020d}.json", json.dumps(payload).encode())
-    t0 = time.time()
-    done = committed_keys(output)
-    resume_s = time.time() - t0
-    assert len(done) == 8 * markers
-    return {"layout": "markers", "markers": markers, "work_keys": 8 * markers, "resume_check_s": round(resume_s, 2),
-            "s_per_marker": round(resume_s / markers, 4),
-            "extrapolated_1M_keys_s": round(resume_s / markers * 125_000)}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["rss", "resume", "markers"])
+    p.add_argument("what", choices=["rss", "resume"])
     p.add_argument("--images", default="2000,20000", help="rss: corpus sizes")
     p.add_argument("--code", default=str(ROOT), help="rss: the checkout whose archive job runs")
     p.add_argument("--job-args", default="", help="rss: extra archive flags, space-separated")
     p.add_argument("--keys", type=int, default=1_000_000, help="resume: committed work units")
     p.add_argument("--window", type=int, default=1000, help="resume: work units per commit")
-    p.add_argument("--markers", default="250,1000", help="markers: marker counts")
-    p.add_argument("--s3", action="store_true", help="resume/markers: on moto S3 on loopback (else local disk)")
+    p.add_argument("--s3", action="store_true", help="resume: on moto S3 on loopback (else local disk)")
     p.add_argument("--work", default=None, help="scratch folder (default: a temp folder)")
     args = p.parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="corpus_scale_"))
@@ -167,10 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
     else:
         with _store(args.s3, work) as base:
-            if args.what == "resume":
-                results.append(measure_resume(args.keys, args.window, base))
-            else:
-                results.extend(measure_markers(int(m), base) for m in args.markers.split(","))
+            results.append(measure_resume(args.keys, args.window, base))
         for r in results:
             r["store"] = "moto S3 on 127.0.0.1" if args.s3 else "local disk"
             print(json.dumps(r), flush=True)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from oscar_model.bitstream import unpack  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
 from oscar_model.pixels import to_uint8  # noqa: E402
-from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
+from pipeline.stages.metrics import ms_ssim_rgb, psnr  # noqa: E402
 
 
 def main() -> None:

@@ -31,14 +31,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pipeline.dataflow  # noqa: E402
+import pipeline.runner  # noqa: E402
+
 from jobs.common import parse_rates  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
 from oscar_model.images import open_image, to_rgb_array  # noqa: E402
 from pipeline.archive import ArchiveConfig, run_archive  # noqa: E402
 from pipeline.config import ActorConfig  # noqa: E402
-from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
-from pipeline.stages import EncodeVerifyStage  # noqa: E402
+from pipeline.stages.metrics import ms_ssim_rgb, psnr  # noqa: E402
+from pipeline.stages.oscar import EncodeVerifyStage  # noqa: E402
 
 
 class TimedEncodeVerifyStage(EncodeVerifyStage):
@@ -52,7 +53,7 @@ class TimedEncodeVerifyStage(EncodeVerifyStage):
     def __call__(self, batch):
         t0 = time.time()
         out = super().__call__(batch)
-        self._log({"event": "batch", "images": len(batch["image_id"]), "t0": t0, "t1": time.time()})
+        self._log({"event": "batch", "images": batch.num_rows, "t0": t0, "t1": time.time()})
         return out
 
     def _log(self, event: dict) -> None:
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_timeline and not args.separate_pools:  # the timeline times the fused pool only
         timeline = Path(tempfile.mkdtemp(prefix="oscar-timeline-")) / "events.jsonl"
         os.environ["OSCAR_TIMELINE"] = str(timeline)  # inherited by the local Ray's workers
-        pipeline.dataflow.EncodeVerifyStage = TimedEncodeVerifyStage
+        pipeline.runner.EncodeVerifyStage = TimedEncodeVerifyStage
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     out_dir = Path(tempfile.mkdtemp(prefix="oscar-throughput-"))
     if args.separate_pools:  # decode + metrics costs ~3x encode: one encode actor feeds two decode actors

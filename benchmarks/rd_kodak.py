@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from oscar_model.codec import OscarCodec  # noqa: E402
-from pipeline.classic_codecs import available_codecs, decode_classic, match_bpp  # noqa: E402
-from pipeline.metrics import ms_ssim_rgb, perceptual_available, psnr  # noqa: E402
-from pipeline.report_figures import rd_plot_png  # noqa: E402
+from pipeline.report.figures import rd_plot_png  # noqa: E402
+from pipeline.stages.classic import available_codecs, decode_classic, match_bpp  # noqa: E402
+from pipeline.stages.metrics import ms_ssim_rgb, perceptual_available, psnr  # noqa: E402
 
 ANCHOR_FILES = {"JPEG (CompressAI)": "jpeg.json", "WebP (CompressAI)": "webp.json", "AV1 (CompressAI)": "av1.json",
                 "BPG 4:4:4": "bpg_444_x265_ycbcr.json", "VTM": "vtm.json"}

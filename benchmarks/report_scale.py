@@ -43,7 +43,7 @@ def write_chunk(output: str, start: int, n: int, seed: int, row_group: int) -> N
     import pyarrow as pa
     from deltalake import WriterProperties, write_deltalake
 
-    from pipeline.rows import BD_RATES, METRICS
+    from pipeline.tables.schema import BD_RATES, METRICS
 
     props = WriterProperties(max_row_group_size=row_group)
 
@@ -87,7 +87,7 @@ def write_chunk(output: str, start: int, n: int, seed: int, row_group: int) -> N
 
 
 def build(output: Path, images: int, row_group: int) -> None:
-    from pipeline.delta import DeltaOutput
+    from pipeline.tables.delta import DeltaOutput
 
     DeltaOutput(str(output)).create_tables()
     for start in range(0, images, CHUNK):
@@ -117,9 +117,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "oscar-report-scale")
     ap.add_argument("--keep", action="store_true", help="keep the outputs (rerun with another --code)")
     ap.add_argument("--row-group", type=int, default=None,
-                    help="rows per Parquet row group (default: the job's, pipeline.rows.ROW_GROUP_ROWS)")
+                    help="rows per Parquet row group (default: the job's, pipeline.tables.schema.ROW_GROUP_ROWS)")
     args = ap.parse_args()
-    from pipeline.rows import ROW_GROUP_ROWS
+    from pipeline.tables.schema import ROW_GROUP_ROWS
 
     row_group = args.row_group or ROW_GROUP_ROWS
     results = []

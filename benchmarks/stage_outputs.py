@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from oscar_model.codec import OscarCodec  # noqa: E402
-from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
+from pipeline.stages.metrics import ms_ssim_rgb, psnr  # noqa: E402
 
 UNTRAINED_DENOISER = {"codec_stage1", "codec_calibrated"}
 

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from oscar_model.codec import OscarCodec  # noqa: E402
-from pipeline.metrics import ms_ssim_rgb, psnr  # noqa: E402
-from pipeline.target import QualityTarget, cheapest_meeting  # noqa: E402
+from pipeline.stages.metrics import ms_ssim_rgb, psnr  # noqa: E402
+from pipeline.stages.target import QualityTarget, cheapest_meeting  # noqa: E402
 
 SETS = {"kodak": ROOT.parent / "shared/datasets/kodak", "bsds500-test": ROOT.parent / "shared/datasets/bsds500/test"}
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import oscar_model.codec as codec_module  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
-from pipeline.metrics import psnr  # noqa: E402
+from pipeline.stages.metrics import psnr  # noqa: E402
 
 SIDE = 448
 SHAPES = [(SIDE, SIDE), (1, SIDE * SIDE), (SIDE * SIDE, 1), (8, SIDE * SIDE // 8), (56, SIDE * SIDE // 56)]

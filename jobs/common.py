@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from oscar_model.cli import one_line
-from oscar_model.images import DEFAULT_MAX_PIXELS
-from oscar_model.options import CodecOptions
+from oscar_model.options import CodecOptions, add_codec_arguments
 from pipeline.config import ActorConfig
 from pipeline.storage import StorageOptions
 
@@ -29,7 +28,7 @@ USER_ERRORS = (JobError, FileNotFoundError, ValueError, PermissionError, Connect
 
 def guarded(job: str, fn: Callable[[], int]) -> int:
     """Runs a job's main; a user's error becomes one line on stderr and exit code 2."""
-    from pipeline.delta import OutputBusy
+    from pipeline.tables.delta import OutputBusy
 
     try:
         return fn()
@@ -58,10 +57,13 @@ def job_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
 
 def common_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.JobConfig` fields every job's CLI sets the same way."""
+    if args.slice_images < 1:
+        raise JobError(f"--slice-images must be >= 1, got {args.slice_images}")
     return {"output": resolve_output(args.output), "model": args.model, "device": args.device, "storage": storage(args),
             "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
+            "slice_images": args.slice_images,
             "ray_address": args.ray_address, "verbose": args.verbose,
-            "codec": CodecOptions(args.max_pixels, args.tile, args.precision), **pool_options(args)}
+            "codec": CodecOptions.from_args(args), **pool_options(args)}
 
 
 def resolve_output(output: str) -> str:
@@ -122,21 +124,10 @@ def add_common(p: argparse.ArgumentParser,
     p.add_argument("--actor-gpus", type=float, default=0.0, help="GPUs per actor (0 = CPU; fractional is fine)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="images per actor call; same-size images are encoded and decoded together (default 8)")
-    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                   help="encoder effort: STEPS of index search through the decoder per image and level; better "
-                        "images, same decoder, each step costing about one decode and its backward pass (16 is a good "
-                        "choice; default 0)")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 elsewhere)")
-    p.add_argument("--tile", default="auto",
-                   help="large images: auto (the model's tiles), off (every image whole, as the authors' release "
-                        "codes it; memory grows with the image) or a tile side N in latent pixels (default auto)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help="refuse larger images and streams (an error row), counted padded to the model's stride "
-                        f"(default {DEFAULT_MAX_PIXELS})")
+    add_codec_arguments(p)
     p.add_argument("--verbose", action="store_true", help="Ray's own progress bars and logs as well as this job's")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster to run on (host:port, ray://host:10001); 'local' starts a fresh local Ray "
@@ -149,6 +140,10 @@ def add_common(p: argparse.ArgumentParser,
     p.add_argument("--rows-per-file", type=int, default=16384,
                    help="table rows (streams, metrics or error rows) per write task, which writes one data file per "
                         "table: this sizes the files (default 16384)")
+    p.add_argument("--slice-images", type=int, default=16384,
+                   help="run the work as Ray datasets of about this many images each (whole work units; a shard counts "
+                        "as 1024): bounds the driver's memory whatever the corpus size; each slice reloads the model in "
+                        "its actors (default 16384)")
 
 
 def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
@@ -158,8 +153,6 @@ def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
 
 def pool_options(args: argparse.Namespace) -> dict:
     """The fields every job config shares: fused or separate pools, their sizes, encoder effort."""
-    if args.refine < 0:
-        raise JobError(f"--refine must be >= 0, got {args.refine}")
     return {"fused": not args.separate_pools, "encode": actor_config(args), "decode": actor_config(args, decode=True),
             "refine_steps": args.refine}
 

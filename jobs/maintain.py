@@ -1,14 +1,13 @@
-"""Maintain a job's output: compact small files, vacuum what no version needs, convert old outputs.
+"""Maintain a job's output: compact small files, vacuum what no version needs.
 
 Usage:
     python -m jobs.maintain --output s3://bucket/archive                 # compact + vacuum (7-day retention)
     python -m jobs.maintain --output out/archive --retention-hours 0     # also drop old versions' files now
-    python -m jobs.maintain --output out/old-archive --convert-markers   # the pre-Delta layout -> Delta tables
 
 Compaction (delta-rs optimize) rewrites each table's small files into files of about
 --target-mb; readers at older versions keep working until vacuum. Vacuum deletes files no
 version within the retention needs, and files a killed run wrote but never committed (they
-were never visible). It first removes a torn window (see pipeline.delta). It takes the output's
+were never visible). It first removes a torn window (see pipeline.tables.delta). It takes the output's
 lease, so it refuses to run while a job writes there.
 """
 
@@ -19,7 +18,7 @@ import json
 import sys
 
 import jobs.common as cli
-from pipeline.maintain import maintain
+from pipeline.tables.maintain import maintain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +28,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention-hours", type=float, default=168.0,
                    help="vacuum keeps files that versions of the last N hours need (default 168: time travel for a week)")
     p.add_argument("--no-compact", action="store_true", help="vacuum only")
-    p.add_argument("--convert-markers", action="store_true",
-                   help="convert an output of the old layout (_committed/ markers) into Delta tables, rewriting no data")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     return p
@@ -43,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     report = maintain(args.output, cli.storage(args), compact=not args.no_compact, target_mb=args.target_mb,
-                      retention_hours=args.retention_hours, convert=args.convert_markers)
+                      retention_hours=args.retention_hours)
     print(json.dumps(report))
     return 0
 

@@ -33,9 +33,8 @@ _LOCATIONS = {
 if TYPE_CHECKING:
     from .bitstream import BitstreamError
     from .codec import OscarCodec
-    from .config import CodecConfig
+    from .config import CodecConfig, ModelInfo
     from .model import OscarModel
-    from .model_info import ModelInfo
     from .options import CodecOptions
     from .rates import RateLadder, RatePoint
     from .registry import MODELS, ModelWeightsMissing

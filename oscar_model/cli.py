@@ -17,12 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from .images import DEFAULT_MAX_PIXELS
+from .options import CodecOptions, add_codec_arguments
 
 __all__ = ["main", "one_line"]
 
-TILE_HELP = ("large images: auto (the model's tiles), off (every image whole, as the authors' release codes it; "
-             "memory grows with the image) or a tile side N in latent pixels (default auto)")
 _STARTED = time.perf_counter()  # the command's start, so reported times include imports and loading
 
 
@@ -30,10 +28,8 @@ def _load_codec(args: argparse.Namespace):
     """``--model`` run with ``--max-pixels``, ``--tile`` and (decode only) ``--precision``; bad
     options fail before the model loads."""
     from .codec import OscarCodec
-    from .options import CodecOptions
 
-    options = CodecOptions(args.max_pixels, args.tile, vars(args).get("precision", "auto"))
-    return OscarCodec.from_pretrained(args.model, options=options)
+    return OscarCodec.from_pretrained(args.model, options=CodecOptions.from_args(args))
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
@@ -118,15 +114,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .config import CodecConfig
-    from .registry import CONFIG_NAME, MODELS, ModelWeightsMissing, resolve_model_path
+    from .config import read_model_config
+    from .registry import MODELS, ModelWeightsMissing
 
     rows = []
     for name, entry in MODELS.items():
         row: dict = {"name": name, "description": entry.description}
         try:
-            path = resolve_model_path(name)
-            cfg = CodecConfig.from_json((path / CONFIG_NAME).read_text())
+            path, cfg = read_model_config(name)
             row.update(available=True, path=str(path), ladder=cfg.ladder.to_dicts())
         except ModelWeightsMissing as e:
             row.update(available=False, missing=str(e), ladder=[])
@@ -188,23 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bpp", type=float, default=0.0625, help="target bits per pixel (the level whose typical bpp is nearest)")
     rate.add_argument("--level", type=int, help="ladder level index instead of --bpp")
     e.add_argument("--model", default="oscar-tiny", help="registered name or model folder")
-    e.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse larger images, counted padded to the model's stride (default {DEFAULT_MAX_PIXELS})")
-    e.add_argument("--refine", type=int, default=0, metavar="STEPS",
-                   help="search the indices through the decoder for STEPS steps: better image, slower encode, same decoder")
-    e.add_argument("--tile", default="auto", help=TILE_HELP)
+    add_codec_arguments(e, precision=False)
     e.set_defaults(func=_cmd_encode)
     d = sub.add_parser("decode", help="decode .osc streams to PNG (one model load for all of them)")
     d.add_argument("input", nargs="+", help="one or more .osc files")
     d.add_argument("-o", "--output", help="output image, or with several inputs a folder ending in / "
                                           "(default: each input with .png)")
     d.add_argument("--model", default="oscar-tiny", help="registered name or model folder (the stream's model)")
-    d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse streams of larger images, counted padded to the model's stride (default {DEFAULT_MAX_PIXELS})")
     d.add_argument("--timestep", type=int, help="override the level's pseudo-timestep (fidelity/realism knob)")
-    d.add_argument("--tile", default="auto", help=TILE_HELP)
-    d.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 elsewhere)")
+    add_codec_arguments(d, refine=False)
     d.set_defaults(func=_cmd_decode)
     i = sub.add_parser("info", help="print a stream's header as JSON")
     i.add_argument("input")

@@ -1,16 +1,22 @@
-"""``oscar.json``: what a model folder says about itself besides its networks' own configs."""
+"""``oscar.json``: what a model folder says about itself, read in this module and nowhere else.
+
+Light on purpose (no torch): a job's driver and the ``oscar`` command read a model's name, id
+and ladder from here without loading a network (:class:`~oscar_model.model_info.ModelInfo`
+adds the folder and the weights' hash). The hash is recorded when the folder is saved.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .components import check_types
 from .rates import RateLadder
+from .registry import CONFIG_NAME, check_types, resolve_model_path
 from .schedule import PREDICTION_TYPES, ScaledLinearSchedule
 
-__all__ = ["CodecConfig"]
+__all__ = ["CodecConfig", "read_model_config"]
 
 
 @dataclass
@@ -28,6 +34,8 @@ class CodecConfig:
     tiling: dict[str, int] = field(default_factory=dict)
     """Tile and overlap in latent pixels (:class:`~oscar_model.tiling.Tiling`); {} = its defaults."""
     info: dict[str, Any] = field(default_factory=dict)
+    model_hash: str | None = None
+    """The hash of the weights saved beside this file (None in a folder saved before it was recorded)."""
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -36,7 +44,8 @@ class CodecConfig:
 
     def to_json(self, model_hash: str | None = None) -> str:
         """``model_hash`` (of the weights saved beside it) lets a job read the model id
-        without loading the networks (:class:`~oscar_model.model_info.ModelInfo`)."""
+        without loading the networks (:class:`ModelInfo`)."""
+        model_hash = model_hash or self.model_hash
         return json.dumps(
             {
                 "name": self.name,
@@ -55,17 +64,28 @@ class CodecConfig:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> CodecConfig:
-        d = json.loads(text)
-        return cls(
-            name=d["name"],
-            ladder=RateLadder.from_dicts(d["ladder"]),
-            autoencoder_type=d.get("autoencoder_type", "compact"),
-            hyper_encoder_type=d.get("hyper_encoder_type", "compact"),
-            denoiser_type=d.get("denoiser_type", "unet2d"),
-            prediction_type=d.get("prediction_type", "v_prediction"),
-            schedule=ScaledLinearSchedule(**d.get("schedule", {})),
-            hyper_encoder=d.get("hyper_encoder", {}),
-            tiling=d.get("tiling", {}),
-            info=d.get("info", {}),
-        )
+    def from_json(cls, text: str, where: str = CONFIG_NAME) -> CodecConfig:
+        """The parsed file; a one-line ValueError naming ``where`` when it is not an OSCAR config."""
+        try:
+            d = json.loads(text)
+            return cls(
+                name=d["name"],
+                ladder=RateLadder.from_dicts(d["ladder"]),
+                autoencoder_type=d.get("autoencoder_type", "compact"),
+                hyper_encoder_type=d.get("hyper_encoder_type", "compact"),
+                denoiser_type=d.get("denoiser_type", "unet2d"),
+                prediction_type=d.get("prediction_type", "v_prediction"),
+                schedule=ScaledLinearSchedule(**d.get("schedule", {})),
+                hyper_encoder=d.get("hyper_encoder", {}),
+                tiling=d.get("tiling", {}),
+                info=d.get("info", {}),
+                model_hash=d.get("model_hash"),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{where} is not an OSCAR model config ({type(e).__name__}: {e})") from None
+
+
+def read_model_config(name_or_path: str | Path) -> tuple[Path, CodecConfig]:
+    """A registered name or a local model folder -> (the folder, its ``oscar.json``)."""
+    path = resolve_model_path(name_or_path)
+    return path, CodecConfig.from_json((path / CONFIG_NAME).read_text(), str(path / CONFIG_NAME))

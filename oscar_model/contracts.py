@@ -1,6 +1,6 @@
 """The written contract of the three roles a model folder's networks play, checked on load.
 
-Why: a backend is chosen by the type its ``oscar.json`` names (:mod:`oscar_model.components`),
+Why: a backend is chosen by the type its ``oscar.json`` names (:mod:`oscar_model.registry`),
 and the codec relies on more than ``forward``: ``.downscale`` and ``.latent_channels`` of the
 autoencoder, the hyper-encoders' ``.quantizer``, ``features`` and ``decode_codes`` (the encoder's
 index search), the denoiser's ``config.block_out_channels`` (the stride). A component missing

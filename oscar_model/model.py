@@ -8,7 +8,7 @@ identity, loaded from and saved to a model folder; and the tensor-level steps of
 
 A model folder holds ``oscar.json`` (ladder, schedule, the type of each network) and one
 sub-folder per network (``autoencoder/``, ``hyper_encoders/level_<i>/``, ``denoiser/``), each
-loaded by the class its type names (:mod:`oscar_model.components`: the compact networks of
+loaded by the class its type names (:mod:`oscar_model.registry`: the compact networks of
 oscar-tiny, or Stable Diffusion 2.1 with LoRA for the published model), plus
 ``entropy_tables.safetensors``.
 """
@@ -26,14 +26,13 @@ import torch
 from safetensors.numpy import save_file as save_numpy
 from torch import nn
 
-from .components import load_component
-from .config import CodecConfig
+from .config import CodecConfig, read_model_config
 from .context_model import ContextModel
 from .denoiser import denoiser_stride, predict_clean_latent
 from .entropy import ENTROPY_TABLES_NAME, entropy_tensors, load_entropy_tables
 from .pixels import arrays_to_model_input
 from .rates import RateLadder, RatePoint
-from .registry import CONFIG_NAME, resolve_model_path
+from .registry import CONFIG_NAME, load_component
 
 __all__ = ["OscarModel", "default_device"]
 
@@ -89,8 +88,7 @@ class OscarModel(nn.Module):
         ``merge_adapters=False`` keeps them apart: for code that changes the model and must
         compute its new id (``oscar fit-tables``).
         """
-        path = resolve_model_path(name_or_path)
-        config = CodecConfig.from_json((path / CONFIG_NAME).read_text())
+        path, config = read_model_config(name_or_path)
         ae = load_component("autoencoder", config.autoencoder_type, path / "autoencoder")
         hes = [load_component("hyper_encoder", config.hyper_encoder_type, path / "hyper_encoders" / f"level_{p.index}")
                for p in config.ladder]

@@ -5,11 +5,12 @@ Light on purpose (no torch): a job's driver builds and checks the options it shi
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from .images import DEFAULT_MAX_PIXELS
 
-__all__ = ["CodecOptions", "PRECISIONS", "parse_tile"]
+__all__ = ["CodecOptions", "PRECISIONS", "parse_tile", "add_codec_arguments"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -45,6 +46,13 @@ class CodecOptions:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
 
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CodecOptions:
+        """The options :func:`add_codec_arguments`' flags name (precision ``auto`` where not declared)."""
+        if getattr(args, "refine", 0) < 0:
+            raise ValueError(f"--refine must be >= 0, got {args.refine}")
+        return cls(args.max_pixels, args.tile, getattr(args, "precision", "auto"))
+
 
 def parse_tile(text: str | int) -> str | int:
     """``--tile``: ``auto``, ``off`` or a positive number of latent pixels; a one-line error otherwise."""
@@ -57,3 +65,24 @@ def parse_tile(text: str | int) -> str | int:
     if n <= 0:
         raise ValueError(f"--tile {text!r}: expected auto, off or a tile side in latent pixels (e.g. 64)")
     return n
+
+
+def add_codec_arguments(parser: argparse.ArgumentParser, precision: bool = True, refine: bool = True) -> None:
+    """The flags of :class:`CodecOptions` (and the encoder's ``--refine``), declared once for the
+    ``oscar`` command and every job; :meth:`CodecOptions.from_args` reads them back."""
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse larger images and streams (a job: an error row), counted padded to the model's "
+                             f"stride (default {DEFAULT_MAX_PIXELS})")
+    parser.add_argument("--tile", default="auto",
+                        help="large images: auto (the model's tiles), off (every image whole, as the authors' release "
+                             "codes it; memory grows with the image) or a tile side N in latent pixels (default auto)")
+    if precision:
+        parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                            help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 "
+                                 "elsewhere)")
+    if refine:
+        parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                            help="encoder effort: STEPS of index search through the decoder per image and level; "
+                                 "better images, same decoder and format, each step costing about one decode and its "
+                                 "backward pass (16 is a good choice; default 0)")
+

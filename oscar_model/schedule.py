@@ -9,9 +9,12 @@ the t whose ``sqrt(abar_t)`` matches the cosine similarity measured on data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ScaledLinearSchedule", "PREDICTION_TYPES"]
 
@@ -52,6 +55,8 @@ class ScaledLinearSchedule:
 
         ``timesteps`` holds one timestep per batch element.
         """
+        import torch  # here, so that reading a model's config (a job's driver) needs no torch
+
         abar = torch.as_tensor(self.alphas_cumprod, dtype=torch.float32, device=sample.device)[timesteps.long()]
         a = abar.sqrt().view(-1, 1, 1, 1).to(sample.dtype)
         b = (1 - abar).sqrt().view(-1, 1, 1, 1).to(sample.dtype)

@@ -1,19 +1,25 @@
 """The audit job: read -> decode -> OSCAR encode + one-step decode -> classical codecs over their
-quality sweeps and at the bpp OSCAR reached -> write, then the report (:mod:`pipeline.report`)."""
+quality sweeps and at the bpp OSCAR reached -> write (with each image's BD-rates), then the
+report (:mod:`pipeline.report.page`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from .classic_codecs import CLASSIC_CODECS, available_codecs
-from .config import ActorConfig, ImagesConfig
-from .dataflow import encode_and_verify, map_actors, read_images, write_results
-from .report import write_report
-from .runner import ImagesJob, run_job
-from .stages import ClassicCodecStage
+import pyarrow as pa
 
-__all__ = ["AuditConfig", "AuditJob", "run_audit", "rebuild_report"]
+from oscar_model.model_info import ModelInfo
+
+from .batch import Batch
+from .config import ActorConfig, ImagesConfig
+from .report.bd_rate import bd_rate_rows
+from .report.page import write_report
+from .runner import ImagesJob, Plan, Step, encode_steps, levels_of, read_image_steps, run_job
+from .stages.classic import CLASSIC_CODECS, ClassicCodecStage, available_codecs
+from .tables.rows import bitstream_rows, error_rows, metrics_rows
+
+__all__ = ["AuditConfig", "AuditJob", "AuditRows", "run_audit", "rebuild_report"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,36 +36,41 @@ class AuditConfig(ImagesConfig):
     classic_cpus: float = 0.5
 
 
+@dataclass(frozen=True)
+class AuditRows:
+    """An audit's rows: OSCAR's streams, every measurement (OSCAR's levels, each classical codec's
+    sweep and matched settings), and each image's BD-rates against each classical codec, computed
+    here from that image's own metrics rows so the report never groups the metrics table by image."""
+
+    model: ModelInfo
+
+    def __call__(self, batch: Batch) -> dict[str, pa.Table]:
+        metrics = pa.concat_tables([metrics_rows(batch, "oscar_metrics"), metrics_rows(batch, "classic_metrics")])
+        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model.model_id, self.model.nominal_bpp),
+                "metrics": metrics, "bd_rates": bd_rate_rows(metrics, self.model.name)}
+
+
 class AuditJob(ImagesJob):
     name = "audit"
     config: AuditConfig
 
-    def check(self, model) -> None:
-        super().check(model)
+    def plan(self, model: ModelInfo) -> Plan:
         cfg = self.config
+        levels = levels_of(model, cfg.rates)
         unknown = [c for c in cfg.codecs if c not in CLASSIC_CODECS and c != cfg.model and not c.startswith("oscar")]
         if unknown:
             raise ValueError(f"unknown codecs {unknown}; choose from {[cfg.model, *CLASSIC_CODECS]}")
         missing = [c for c in cfg.codecs if c in CLASSIC_CODECS and c not in available_codecs()]
         if missing:
             raise ValueError(f"this Pillow build cannot encode {missing}")
-
-    def _classic_pool(self) -> ActorConfig:
-        """One CPU actor for the classical codecs (they are fast; Pillow holds no model)."""
-        return ActorConfig(num_cpus=self.config.classic_cpus, batch_size=self.config.encode.batch_size)
-
-    def pools(self) -> list[ActorConfig]:
-        return [*self.config.verify_pools(), self._classic_pool()]
-
-    def build(self, todo, model):
-        cfg = self.config
         classic = tuple(c for c in cfg.codecs if c in CLASSIC_CODECS)
-        ds = read_images(todo, cfg.storage, cfg.read_batch_size, cfg.encode.max_actors, cfg.codec.max_pixels)
-        ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None, keep_pixels=True)
-        ds = map_actors(ds, ClassicCodecStage, self._classic_pool(), codecs=classic)
-        return write_results(ds, cfg, model, self.progress)
+        # One CPU actor for the classical codecs (they are fast; Pillow holds no model).
+        classic_pool = ActorConfig(num_cpus=cfg.classic_cpus, batch_size=cfg.encode.batch_size)
+        steps = (*read_image_steps(cfg), *encode_steps(cfg, model, levels, verify=True, keep_pixels=True),
+                 Step(ClassicCodecStage, {"codecs": classic}, pool=classic_pool))
+        return Plan(self.units(), steps, AuditRows(model), read_batch_size=cfg.read_batch_size)
 
-    def finish(self, summary: dict[str, Any], model) -> None:
+    def finish(self, summary: dict[str, Any], model: ModelInfo) -> None:
         summary["report"] = write_report(self.config.output, self.config.storage, model)
 
 
@@ -71,8 +82,8 @@ def run_audit(cfg: AuditConfig, progress: bool = True) -> dict[str, Any]:
 def rebuild_report(cfg: AuditConfig) -> str:
     """The report again from the committed tables, without encoding anything; refuses an output
     whose streams another model wrote (their crops could not be decoded)."""
-    from .delta import DeltaOutput
-    from .models import model_info
+    from .inputs.model_cache import model_info
+    from .tables.delta import DeltaOutput
 
     out = DeltaOutput(cfg.output, cfg.storage)
     if not out.exists():

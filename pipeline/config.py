@@ -50,6 +50,10 @@ class JobConfig:
         ray_address: the cluster ("host:port", "ray://..."), "local" for a fresh local Ray; None:
             $RAY_ADDRESS, else local.
         verbose: Ray Data's own progress bars and logs too.
+        slice_images: the plan runs as a sequence of Ray datasets of about this many images each
+            (whole units; a shard counts as 1,024): Ray Data keeps per-block statistics on the driver
+            until a dataset ends, so this bounds the driver's memory. Each slice starts its actor
+            pools anew (a model load per actor), so keep it large.
         codec: how every actor runs the codec (:class:`~oscar_model.options.CodecOptions`): the
             largest image an input or a stream may claim (``--max-pixels``, also applied when
             input images are read), ``--tile`` and ``--precision``.
@@ -66,13 +70,10 @@ class JobConfig:
     commit_units: int = 64
     commit_minutes: float = 10.0
     rows_per_file: int = 16384
+    slice_images: int = 16384
     ray_address: str | None = None
     verbose: bool = False
     codec: CodecOptions = field(default_factory=CodecOptions)
-
-    def verify_pools(self, verify: bool = True) -> list[ActorConfig]:
-        """The pools :func:`~pipeline.dataflow.encode_and_verify` creates."""
-        return [self.encode] if not verify or self.fused else [self.encode, self.decode]
 
     def images_uri(self, wanted: bool) -> str | None:
         """Where reconstructions go as PNG, when ``wanted``."""

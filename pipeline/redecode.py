@@ -14,21 +14,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .config import ActorConfig, JobConfig
-from .dataflow import encode_and_verify, map_actors, work_items, write_results
-from .delta import delta_storage_options, table_uri
-from .rows import Batch, batch_of, error_row
-from .runner import Job, run_job
-from .sources import WorkUnit
-from .stages import ArchiveDecodeStage
+from oscar_model.model_info import ModelInfo
+
+from .batch import COLUMNS, Batch, column, error_of, table_of
+from .config import JobConfig
+from .inputs.units import WorkUnit
+from .runner import Job, Plan, Step, encode_steps, levels_of, run_job
+from .stages.oscar import ArchiveDecodeStage
 from .storage import StorageOptions, resolve
+from .tables.delta import delta_storage_options, table_uri
+from .tables.rows import bitstream_rows, error_rows, metrics_rows, redecode_rows
 
-__all__ = ["RedecodeConfig", "RedecodeJob", "run_redecode", "read_archive_file", "archive_model", "archive_index"]
+__all__ = ["RedecodeConfig", "RedecodeJob", "RedecodeRows", "run_redecode", "read_archive_file", "archive_model",
+           "archive_index"]
 
-_COLUMNS = ["image_id", "source_uri", "width", "height", "rate_level", "bitstream"]
+_STREAM_COLUMNS = ["image_id", "source_uri", "width", "height", "rate_level", "bitstream"]
+ARCHIVE_ROW = ("unit_id", "unit_size", "source_uri", "error", "image_id", "width", "height", "rate_level", "bitstream")
+"""The in-flight columns of redecode's reader: an archived stream, with its unit and ``error``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,29 +54,30 @@ class RedecodeConfig(JobConfig):
     images: bool = False
 
 
-def read_archive_file(batch: Batch, storage: StorageOptions, level: int | None) -> Iterator[Batch]:
-    """Ray Data generator: a batch of archive-file units -> archived stream rows at ``level``."""
-    for i in range(len(batch["unit_id"])):
-        uri, unit = str(batch["uri"][i]), str(batch["unit_id"][i])
+def read_archive_file(batch: pa.Table, storage: StorageOptions, level: int | None) -> Iterator[Batch]:
+    """Ray Data generator: a batch of archive-file units -> in-flight rows of their streams at
+    ``level`` (:data:`ARCHIVE_ROW`), straight from the file's columns."""
+    for uri, unit in zip(column(batch, "uri"), column(batch, "unit_id")):
         try:
             filesystem, path = resolve(uri, storage)
             names = pq.read_schema(path, filesystem=filesystem).names
-            table = pq.read_table(path, filesystem=filesystem, columns=_COLUMNS + [c for c in ("chosen",) if c in names])
+            table = pq.read_table(path, filesystem=filesystem, columns=_STREAM_COLUMNS + [c for c in ("chosen",) if c in names])
             if level is not None:
                 table = table.filter(pc.equal(table.column("rate_level"), level))
             elif "chosen" in names:  # an archive at a quality target with --keep-all: each image's kept level
                 table = table.filter(pc.fill_null(table.column("chosen"), True))
-            table = table.select(_COLUMNS)
-            rows = table.to_pylist()
+            problem = None if table.num_rows else error_of("read", f"no stream at level {level} in this archive file",
+                                                           "ValueError")
         except Exception as e:  # a lost or corrupt archive file: one error row, the job goes on
-            rows = [error_row(uri, unit, "read", type(e).__name__, str(e))]
-        if not rows:
-            rows = [error_row(uri, unit, "read", "ValueError", f"no stream at level {level} in this archive file")]
-        for r in rows:
-            r.update(unit_id=unit, unit_size=0)
-            r.setdefault("status", "ok")
-        rows[-1]["unit_size"] = len(rows)
-        yield batch_of(rows, sorted({k for r in rows for k in r}))
+            problem = error_of("read", e)
+        if problem is not None:
+            yield table_of([{"unit_id": unit, "unit_size": 1, "source_uri": uri, "error": problem}], ARCHIVE_ROW)
+            continue
+        n = table.num_rows
+        own = {"unit_id": pa.array([unit] * n, pa.string()), "unit_size": pa.array([0] * (n - 1) + [n], pa.int64()),
+               "error": pa.nulls(n, COLUMNS["error"])}
+        yield pa.table([own[c] if c in own else table.column(c).cast(COLUMNS[c]) for c in ARCHIVE_ROW],
+                       schema=pa.schema([(c, COLUMNS[c]) for c in ARCHIVE_ROW]))
 
 
 def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
@@ -79,7 +86,7 @@ def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
 
     Why: redecoding an archive with the default model refused every archive not written by it.
     """
-    from .models import model_info
+    from .inputs.model_cache import model_info
     from .storage import is_file, read_json
 
     manifest_uri = f"{archive.rstrip('/')}/run_manifest.json"
@@ -99,10 +106,9 @@ def archive_model(archive: str, storage: StorageOptions | None = None) -> str:
 def archived_at_target(dt) -> bool:
     """Whether an archive was written with --target (its streams' levels differ per image), from
     the Delta log's null counts where they are there."""
-    actions = dt.get_add_actions(flatten=True)
+    actions = pa.table(dt.get_add_actions(flatten=True))
     if "null_count.target" in actions.column_names:
-        return any(nulls < rows for nulls, rows in zip(actions.column("null_count.target").to_pylist(),
-                                                       actions.column("num_records").to_pylist()))
+        return bool(pc.any(pc.less(actions.column("null_count.target"), actions.column("num_records"))).as_py())
     if "target" not in dt.schema().to_arrow().names:  # written before targets existed
         return False
     targets = dt.to_pyarrow_table(columns=["target"]).column("target")
@@ -112,70 +118,68 @@ def archived_at_target(dt) -> bool:
 def archive_index(dt) -> tuple[set[str], int]:
     """(model ids, highest level) of a bitstreams table version, from its data files' statistics
     in the Delta log: a request per commit, not a read of every stream. Files without statistics
-    (converted from the old layout) are read, two columns of them."""
-    import pyarrow as pa
-
+    (written by another tool) are read, two columns of them."""
     files = pa.table(dt.get_add_actions(flatten=True))
     needed = ("min.model_id", "max.model_id", "max.rate_level")
     if all(c in files.column_names and files.column(c).null_count == 0 for c in needed):
-        ids = set(files.column("min.model_id").to_pylist()) | set(files.column("max.model_id").to_pylist())
-        return ids, int(pc.max(files.column("max.rate_level")).as_py())
+        return set(column(files, "min.model_id")) | set(column(files, "max.model_id")), int(pc.max(files.column("max.rate_level")).as_py())
     index = dt.to_pyarrow_table(columns=["model_id", "rate_level"])
-    return set(index.column("model_id").unique().to_pylist()), int(pc.max(index.column("rate_level")).as_py())
+    return set(column(index, "model_id")), int(pc.max(index.column("rate_level")).as_py())
+
+
+@dataclass(frozen=True)
+class RedecodeRows:
+    """A redecode's rows: a ``redecode`` metrics row per stream decoded, or, when transcoding, the new
+    streams in ``bitstreams`` and their measurements against the decoded image in ``metrics``."""
+
+    model: ModelInfo
+    transcode: bool
+
+    def __call__(self, batch: Batch) -> dict[str, pa.Table]:
+        if not self.transcode:
+            return {"errors": error_rows(batch), "metrics": redecode_rows(batch, self.model.name)}
+        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model.model_id, self.model.nominal_bpp),
+                "metrics": metrics_rows(batch, "oscar_metrics")}
 
 
 class RedecodeJob(Job):
     name = "redecode"
     config: RedecodeConfig
 
-    def check(self, model) -> None:
+    def plan(self, model: ModelInfo) -> Plan:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
-        super().check(model)
         cfg = self.config
+        levels = levels_of(model, cfg.rates)
         uri = table_uri(cfg.archive, "bitstreams")
         try:
             dt = DeltaTable(uri, version=cfg.archive_version, storage_options=delta_storage_options(uri, cfg.storage))
         except TableNotFoundError as e:
-            raise FileNotFoundError(f"no Delta table at {uri}: is {cfg.archive} an archive job's output? (an output of "
-                                    "the old marker layout: convert it with python -m jobs.maintain --convert-markers)") from e
+            raise FileNotFoundError(f"no Delta table at {uri}: is {cfg.archive} an archive job's output?") from e
         except Exception as e:
             raise ValueError(f"cannot read {uri} at version {cfg.archive_version}: {e}") from e
-        self.version = dt.version()
-        self.files = dt.file_uris()
-        if not self.files:
-            raise FileNotFoundError(f"{uri} (version {self.version}) holds no bitstreams")
+        files = dt.file_uris()
+        if not files:
+            raise FileNotFoundError(f"{uri} (version {dt.version()}) holds no bitstreams")
         ids, top_level = archive_index(dt)
         if ids - {model.model_id}:
             raise ValueError(f"archive was written by model id(s) {sorted(ids)}; --model {cfg.model} is {model.model_id}")
-        self.level = cfg.from_level
-        if self.level is None and cfg.rates and not archived_at_target(dt):
-            self.level = top_level  # an archive at a target: each image's chosen level instead
-
-    def units(self, model) -> list[WorkUnit]:
-        tag = "all" if self.level is None else f"L{self.level}"
-        return [WorkUnit("archive:" + hashlib.sha1(f"{f}|{tag}".encode()).hexdigest()[:24], "delta-file", f)
-                for f in self.files]
-
-    def pools(self) -> list[ActorConfig]:
-        return [self.config.decode, *(self.config.verify_pools() if self.config.rates else [])]
-
-    def build(self, todo, model):
-        cfg = self.config
-        ds = work_items(todo).map_batches(read_archive_file, fn_kwargs={"storage": cfg.storage, "level": self.level},
-                                          batch_size=1, num_cpus=0.1)
-        ds = map_actors(ds, ArchiveDecodeStage, cfg.decode, model=model, device=cfg.device,
-                        images_uri=cfg.images_uri(cfg.images), storage=cfg.storage, options=cfg.codec)
+        level = cfg.from_level
+        if level is None and cfg.rates and not archived_at_target(dt):
+            level = top_level  # an archive at a target: each image's chosen level instead
+        tag = "all" if level is None else f"L{level}"
+        units = [WorkUnit("archive:" + hashlib.sha1(f"{f}|{tag}".encode()).hexdigest()[:24], "delta-file", f)
+                 for f in files]
+        steps = (Step(read_archive_file, {"storage": cfg.storage, "level": level}, num_cpus=0.1, batch_size=1),
+                 Step(ArchiveDecodeStage, {"model": model, "device": cfg.device, "images_uri": cfg.images_uri(cfg.images),
+                                           "storage": cfg.storage, "options": cfg.codec}, pool=cfg.decode))
         if cfg.rates:
-            ds = encode_and_verify(ds, cfg, model, cfg.rates, verify=True, images_uri=None)
-        return write_results(ds, cfg, model, self.progress)
-
-    def manifest_extra(self) -> dict[str, Any]:
-        return {"archive_version": self.version}
+            steps += encode_steps(cfg, model, levels, verify=True)
+        return Plan(units, steps, RedecodeRows(model, transcode=bool(cfg.rates)),
+                    manifest={"archive_version": dt.version()})
 
 
 def run_redecode(cfg: RedecodeConfig, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) a redecode job and writes ``run_manifest.json``; returns the summary."""
     return run_job(RedecodeJob(cfg), progress)
-

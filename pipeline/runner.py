@@ -1,84 +1,118 @@
-"""The one resumable runner every job runs on.
+"""The one resumable runner every job runs on, and the plan a job hands it.
 
-    read the model's info (no weights) -> take the output's lease (one writer) -> delete the rows
-    of units committed but not finished -> refuse an output holding another model's results -> plan the work units
-    (shards, file groups, archive files) -> skip the units ``work_units`` records as committed
-    -> run the job's dataset on Ray, committing a window every N units or T minutes -> commit
-    the rest -> write run_manifest.json -> summary
+A job is a :class:`Plan` and nothing else: its work units, its stages in order (:class:`Step`:
+a light task, or an actor pool), and its row builder (in-flight batch -> table rows). The
+runner does the rest, once for every job::
 
-A job says what its work units are and how its dataset is built (:class:`Job`); everything
-above is here, once. Driver memory holds the plan (one entry per unit, not per image), what is
-in flight and one window; the summary is added up from write receipts.
+    read the model's info (no weights) -> the job's plan (rates resolved there, once) -> take the
+    output's lease (one writer) -> delete the rows of units committed but not finished -> refuse
+    an output holding another model's results -> skip the units ``work_units`` records as
+    committed -> run the plan on Ray Data (read items -> each step -> table rows -> data files),
+    committing a window every N units or T minutes -> commit the rest -> run_manifest.json -> summary
+
+Driver memory holds the plan (one entry per unit, not per image), what is in flight, one window
+and one slice's Ray Data bookkeeping: the plan runs as a sequence of datasets of at most
+``JobConfig.slice_images`` images each (:func:`slices`), because Ray Data keeps statistics for
+every block a dataset's operators produce on the driver until that dataset ends. The summary
+is added up from write receipts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import platform
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from oscar_model.model_info import ModelInfo
 
+from .batch import table_of
 from .config import ActorConfig, ImagesConfig, JobConfig
-from .dataflow import LIGHT_TASK_CPUS
-from .delta import DeltaOutput
 from .faults import FAULT_ENV, TRACE_ENV
-from .legacy import is_marker_layout
-from .models import model_info
-from .progress import follow
-from .rows import batch_of, error_row
-from .sinks import RECEIPT, flatten, write_files
-from .sources import ImageColumns, WorkUnit, plan_units
+from .inputs.model_cache import model_info
+from .inputs.readers import read_units
+from .inputs.units import ImageColumns, WorkUnit, plan_units
+from .stages.images import decode_images
+from .stages.oscar import EncodeStage, EncodeVerifyStage, VerifyStage
 from .storage import write_json
-from .windows import CommitWindows, Tally
+from .tables.delta import DeltaOutput
+from .tables.rows import RowBuilder
+from .tables.windows import CommitWindows, Tally
+from .tables.writer import receipts_of, table_rows, write_files
 
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["Job", "ImagesJob", "run_job", "init_ray", "check_reachable", "check_actor_budget", "refuse_other_model",
-           "package_versions"]
+__all__ = ["Step", "Plan", "Job", "ImagesJob", "run_job", "init_ray", "check_reachable", "check_actor_budget",
+           "refuse_other_model", "package_versions", "read_image_steps", "encode_steps", "levels_of",
+           "LIGHT_TASK_CPUS", "ProgressCounter", "apply_step", "slices"]
 
 log = logging.getLogger("oscar.jobs")
 
+LIGHT_TASK_CPUS = 0.5
+"""What the read, decode and write tasks need left over once the actor pools hold their CPUs."""
+MAX_READ_BLOCKS = 10_000
+UNKNOWN_UNIT_IMAGES = 1024
+"""What a shard, a Parquet file or an archive data file counts for when a plan is cut into slices:
+its images are not known before it is read (a file group's are its members)."""
+
+
+# ---------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Step:
+    """One stage of a plan: ``stage`` is a function ``batch -> batch`` (or a generator of batches)
+    run as light tasks of ``num_cpus``, or, with ``pool``, a class run as an actor pool (its
+    ``__init__`` takes ``kwargs`` and loads what it needs once; its ``__call__`` takes a batch)."""
+
+    stage: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pool: ActorConfig | None = None
+    num_cpus: float = 0.1
+    batch_size: int | None = None
+    """Light tasks: in-flight rows per call (None: a whole block); a pool's comes from the pool."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a job does, as one value the runner executes: no state is kept anywhere else."""
+
+    units: list[WorkUnit]
+    """Every work unit, done or not, in a stable order (the runner skips the committed ones)."""
+    steps: tuple[Step, ...]
+    """From the read items to the last stage before writing."""
+    rows: RowBuilder
+    """The job's in-flight batch -> rows of each table it writes."""
+    read_batch_size: int = 2
+    """At least this many files per read item (a file group is split so its images spread over the pools)."""
+    manifest: dict[str, Any] = field(default_factory=dict)
+    """What the job adds to run_manifest.json (redecode: the archive version it read)."""
+
+    @property
+    def pools(self) -> list[ActorConfig]:
+        """The actor pools the plan's steps create (checked against the cluster's CPUs)."""
+        return [s.pool for s in self.steps if s.pool is not None]
+
 
 class Job(ABC):
-    """A job: its name, its config, its work units, its actor pools and its dataset."""
+    """A job: its name, its config, and the plan it makes of them for a model."""
 
     name: ClassVar[str]
 
     def __init__(self, config: JobConfig) -> None:
         self.config = config
-        self.progress: Any = None  # the run's ProgressCounter actor, set by run_job before build
-
-    def check(self, model: ModelInfo) -> None:
-        """Refuses a plan that cannot work, before anything runs: by default, rates the model's
-        ladder does not have (on the driver, not in the actors)."""
-        rates = getattr(self.config, "rates", None)
-        if rates:
-            model.ladder.resolve_many(rates)
 
     @abstractmethod
-    def units(self, model: ModelInfo) -> list[WorkUnit]:
-        """Every work unit of the job, done or not, in a stable order."""
-
-    @abstractmethod
-    def pools(self) -> list[ActorConfig]:
-        """The actor pools :meth:`build` creates (checked against the cluster's CPUs)."""
-
-    @abstractmethod
-    def build(self, todo: list[WorkUnit], model: ModelInfo) -> ray.data.Dataset:
-        """The dataset that does ``todo`` and whose rows are write receipts."""
-
-    def manifest_extra(self) -> dict[str, Any]:
-        """What the job adds to run_manifest.json (redecode: the archive version it read)."""
-        return {}
+    def plan(self, model: ModelInfo) -> Plan:
+        """The job's plan; raises (ValueError, FileNotFoundError: one line) on a request that cannot
+        work, before anything runs."""
 
     def summary_extra(self, model: ModelInfo) -> dict[str, Any]:
         """What the job adds to the summary (and run_manifest.json) once its tables are committed:
@@ -95,43 +129,70 @@ class ImagesJob(Job):
 
     config: ImagesConfig
 
-    def units(self, model: ModelInfo) -> list[WorkUnit]:
+    def units(self) -> list[WorkUnit]:
         cfg = self.config
         return plan_units(cfg.input, cfg.storage, ImageColumns(cfg.image_column, cfg.key_column), cfg.group_size)
 
 
+def levels_of(model: ModelInfo, rates) -> tuple[int, ...] | None:
+    """``rates`` (bpp or level indices; None: the whole ladder) as the model's level indices: the
+    one place a job's rates are resolved, on the driver, so the actors receive exact levels."""
+    return None if rates is None else tuple(p.index for p in model.ladder.resolve_many(rates))
+
+
+def read_image_steps(cfg: ImagesConfig) -> tuple[Step, ...]:
+    """Read items -> raw bytes (bad inputs: error rows) -> decoded, validated RGB rows (no torch)."""
+    return (Step(read_units, {"storage": cfg.storage}, num_cpus=0.25, batch_size=1),
+            Step(decode_images, {"max_pixels": cfg.codec.max_pixels}, batch_size=cfg.read_batch_size))
+
+
+def encode_steps(cfg: JobConfig, model: ModelInfo, levels: tuple[int, ...] | None, verify: bool,
+                 images_uri: str | None = None, keep_pixels: bool = False) -> tuple[Step, ...]:
+    """Rows with pixels -> OSCAR streams at ``levels`` (+ one-step decode and metrics): one fused
+    pool, or an encode pool and a decode pool."""
+    common = {"model": model, "device": cfg.device, "options": cfg.codec}
+    encode = {**common, "levels": levels, "batch_size": cfg.encode.batch_size, "refine_steps": cfg.refine_steps}
+    verify_kwargs = {"images_uri": images_uri, "storage": cfg.storage, "keep_pixels": keep_pixels}
+    if verify and cfg.fused:
+        return (Step(EncodeVerifyStage, {**encode, **verify_kwargs}, pool=cfg.encode),)
+    steps = (Step(EncodeStage, {**encode, "keep_pixels": verify or keep_pixels}, pool=cfg.encode),)
+    if verify:
+        steps += (Step(VerifyStage, {**common, "batch_size": cfg.decode.batch_size, **verify_kwargs}, pool=cfg.decode),)
+    return steps
+
+
+# ---------------------------------------------------------------------------- running a plan
 def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) ``job`` and writes ``run_manifest.json``; returns the summary."""
     t0 = time.time()
     cfg = job.config
     model = model_info(cfg.model, cfg.storage)
-    job.check(model)
+    plan = job.plan(model)
     out = DeltaOutput(cfg.output, cfg.storage)
-    if is_marker_layout(cfg.output, cfg.storage) and not out.exists():
-        raise ValueError(f"{cfg.output} holds results in the old marker layout: convert it first with "
-                         f"`python -m jobs.maintain --output {cfg.output} --convert-markers`, or write to a new --output")
     out.acquire_lease()
     try:
         out.create_tables()
         done, models = out.done_and_models()
         healed = out.heal(done)
         refuse_other_model(cfg.output, model, models)
-        units = job.units(model)
-        todo = [u for u in units if u.unit_id not in done]
-        if len(todo) < len(units):
+        todo = [u for u in plan.units if u.unit_id not in done]
+        if len(todo) < len(plan.units):
             log.info("resuming %s: %d of %d work units already committed, %d left", cfg.output,
-                     len(units) - len(todo), len(units), len(todo))
+                     len(plan.units) - len(todo), len(plan.units), len(todo))
         tally = Tally()
         if todo:
             init_ray(cfg.ray_address, cfg.verbose)
-            check_actor_budget(job.pools())
-            job.progress = _progress_counter() if progress else None
-            _execute(job.build(todo, model), cfg, todo, out, model, tally, job.progress, progress, job.name)
+            check_actor_budget(plan.pools)
+            counter = _progress_counter() if progress else None
+            commits = _Commits(out, model, plan.rows, todo, CommitWindows(max(1, cfg.commit_units), 60 * cfg.commit_minutes), tally)
+            receipts = (r for part in slices(todo, cfg.slice_images) for r in _receipts(_dataset(plan, part, cfg, counter)))
+            commits.follow(receipts, counter, progress, job.name)
     finally:
         out.release_lease()
+    skipped = len(plan.units) - len(todo)
     summary = {
         "images_ok": tally.ok, "images_failed": tally.failed, "units_done": len(todo), "units_skipped_already_done":
-        len(units) - len(todo), "bitstream_bytes": tally.bytes, "mean_bpp_per_level": tally.mean_bpp(),
+        skipped, "bitstream_bytes": tally.bytes, "mean_bpp_per_level": tally.mean_bpp(),
         "wall_seconds": round(time.time() - t0, 2), "rows_of_unfinished_units_deleted": healed,
         "windows_committed": out.next_window,
     }
@@ -139,13 +200,197 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     manifest = {
         "job": job.name, "config": json.loads(json.dumps(asdict(cfg), default=str)), "model": model.to_dict(),
         "versions": package_versions(), "counts": summary, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **job.manifest_extra(),
+        **plan.manifest,
     }
     write_json(cfg.output, "run_manifest.json", manifest, cfg.storage)
     job.finish(summary, model)
     return summary
 
 
+def slices(units: list[WorkUnit], max_images: int) -> Iterator[list[WorkUnit]]:
+    """``units`` in order, cut into runs of at most ``max_images`` images (a unit is never split; a
+    unit larger than that is a slice of its own)."""
+    part: list[WorkUnit] = []
+    images = 0
+    for unit in units:
+        size = len(unit.members) if unit.kind == "files" else UNKNOWN_UNIT_IMAGES
+        if part and images + size > max_images:
+            yield part
+            part, images = [], 0
+        part.append(unit)
+        images += size
+    if part:
+        yield part
+
+
+def _dataset(plan: Plan, todo: list[WorkUnit], cfg: JobConfig, counter: Any) -> ray.data.Dataset:
+    """The plan's steps over ``todo``'s read items, then table rows and data files (one receipt per file set).
+
+    A read item's output is one block and a block goes to one actor, so small jobs split their
+    file groups into about 4 items per actor (never under ``read_batch_size`` files). Large jobs
+    keep one item per group: Ray Data keeps driver memory per block.
+    """
+    import ray
+
+    actors = max((p.max_actors for p in plan.pools), default=1)
+    files = sum(len(u.members) for u in todo)
+    per_item = max(plan.read_batch_size, math.ceil(files / (4 * max(1, actors))))
+    items = [item for u in todo for item in u.to_items(per_item)]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), MAX_READ_BLOCKS)))
+    for step in plan.steps:
+        ds = apply_step(ds, step)
+    rows = ds.map_batches(_counted_rows, fn_kwargs={"build": plan.rows, "counter": counter}, batch_size=None,
+                          num_cpus=0.1, batch_format="pyarrow")
+    return rows.map_batches(write_files, fn_kwargs={"output_uri": cfg.output, "storage": cfg.storage},
+                            batch_size=cfg.rows_per_file, batch_format="pyarrow", num_cpus=0.1)
+
+
+def apply_step(ds: ray.data.Dataset, step: Step) -> ray.data.Dataset:
+    """``step`` on ``ds``: light tasks, or an actor pool with Ray Data's restart-and-retry defaults
+    (a crashed actor is restarted and its batch retried)."""
+    import ray
+
+    if step.pool is None:
+        return ds.map_batches(step.stage, fn_kwargs=step.kwargs, batch_size=step.batch_size, num_cpus=step.num_cpus,
+                              batch_format="pyarrow")
+    return ds.map_batches(
+        step.stage, fn_constructor_kwargs=step.kwargs, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=step.pool.min_actors, max_size=step.pool.max_actors),
+        num_cpus=step.pool.num_cpus, num_gpus=step.pool.num_gpus, batch_size=step.pool.batch_size,
+    )
+
+
+def _counted_rows(batch, build: RowBuilder, counter: Any):
+    """Per block: the job's table rows (:func:`~pipeline.tables.writer.table_rows`); bumps the
+    progress counter by the block's images."""
+    if counter is not None and batch.num_rows:
+        counter.add.remote(batch.num_rows)  # fire and forget: a lost update only slows the bar
+    return table_rows(batch, build)
+
+
+def _receipts(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
+    # prefetch_batches=0: with prefetching, a receipt is handed over only once the next one
+    # exists, which held every window back until the job was nearly done.
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        yield from receipts_of(batch)
+
+
+@dataclass
+class _Commits:
+    """The driver's side of a run: receipts in, windows committed, every unit accounted for."""
+
+    out: DeltaOutput
+    model: ModelInfo
+    rows: RowBuilder
+    todo: list[WorkUnit]
+    windows: CommitWindows
+    tally: Tally
+    remaining: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.remaining = {u.unit_id: (u.kind, u.uri) for u in self.todo}  # commit() takes each unit out
+
+    def add(self, receipt: dict[str, Any]) -> None:
+        self.windows.add(receipt)
+        self.tally.add(receipt)
+
+    def follow(self, receipts: Iterator[dict[str, Any]], counter: Any, progress: bool, desc: str) -> None:
+        """Streams the receipts, committing a window whenever one is due. At the end every unit is
+        committed: one whose rows never all came back (lost beyond Ray's retries) is committed
+        with an error row saying so, never dropped."""
+        from tqdm.auto import tqdm
+
+        known = sum(len(u.members) for u in self.todo) if all(u.kind == "files" for u in self.todo) else None
+        stop = threading.Event()
+        with tqdm(total=known, desc=desc, unit="img", disable=not progress) as bar:
+            self._postfix(bar)
+            if counter is not None:
+                _follow(counter, bar, stop)
+            for receipt in receipts:
+                self.add(receipt)
+                if counter is None:
+                    bar.update(receipt["ok"] + receipt["failed"])
+                if self.windows.due():
+                    self.commit()
+                    self._postfix(bar)
+            self.commit()
+            if self.remaining:
+                self._commit_lost()
+            stop.set()
+            bar.update(max(0, self.tally.ok + self.tally.failed - bar.n))
+            self._postfix(bar)
+
+    def _postfix(self, bar) -> None:
+        bar.set_postfix_str(f"units {len(self.todo) - len(self.remaining)}/{len(self.todo)}, "
+                            f"{self.out.next_window} windows")
+
+    def commit(self) -> None:
+        """Commits the open window (if it holds anything), taking the units it made done out of ``remaining``."""
+        files, units, touched, partial = self.windows.take()
+        if not files and not units:
+            return
+        rows = []
+        for u, n in units.items():
+            kind, uri = self.remaining.pop(u)
+            rows.append({"unit_id": u, "kind": kind, "uri": uri, "images": n})
+        self.out.commit_window(files, rows, self.model.model_id, touched, partial)
+
+    def _commit_lost(self) -> None:
+        """An error row completes each lost unit, whatever part of it arrived before."""
+        from .batch import error_of
+
+        lost = [{"unit_id": u, "unit_size": self.windows.seen.get(u, 0) + 1, "source_uri": uri,
+                 "error": error_of("read", "the unit's rows never all came back; rerun after deleting its rows "
+                                   "to retry", "LostWork")} for u, (_, uri) in sorted(self.remaining.items())]
+        batch = table_of(lost, ("unit_id", "unit_size", "source_uri", "error"))
+        (receipt,) = receipts_of(write_files(table_rows(batch, self.rows), self.out.output_uri, self.out.storage))
+        self.add(receipt)
+        self.commit()
+
+
+# ---------------------------------------------------------------------------- progress
+class ProgressCounter:
+    """Ray actor (0 CPUs): images the write stage has turned into table rows.
+
+    Why not the receipts: a receipt comes back per write task, thousands of rows apart, so a
+    small job's bar sat at 0 and then jumped to the end.
+    """
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def add(self, n: int) -> None:
+        self.images += n
+
+    def value(self) -> int:
+        return self.images
+
+
+def _progress_counter() -> Any:
+    import ray
+
+    return ray.remote(num_cpus=0)(ProgressCounter).remote()
+
+
+def _follow(counter: Any, bar, stop: threading.Event, every_s: float = 0.5) -> threading.Thread:
+    """A daemon thread moving ``bar`` to the counter's value until ``stop`` is set."""
+    import ray
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                seen = ray.get(counter.value.remote(), timeout=5)
+            except Exception:  # the bar is a convenience: never fail the job over it
+                continue
+            if seen > bar.n:
+                bar.update(seen - bar.n)
+
+    thread = threading.Thread(target=loop, name="oscar-progress", daemon=True)
+    thread.start()
+    return thread
+
+
+# ---------------------------------------------------------------------------- the cluster
 def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | None = None) -> None:
     """Joins ``address`` (default $RAY_ADDRESS) when given, else starts a fresh local Ray.
 
@@ -224,70 +469,6 @@ def refuse_other_model(output: str, model: ModelInfo, committed: set[str]) -> No
             f"{model.name} is id {model.model_id}. Resuming would mix two models in one table: "
             "write to a new --output, or delete the old one first"
         )
-
-
-def _progress_counter() -> Any:
-    import ray
-
-    from .progress import ProgressCounter
-
-    return ray.remote(num_cpus=0)(ProgressCounter).remote()
-
-
-def _execute(ds: ray.data.Dataset, cfg: JobConfig, todo: list[WorkUnit], out: DeltaOutput, model: ModelInfo,
-             tally: Tally, counter: Any, progress: bool, desc: str) -> None:
-    """Streams the dataset's receipts, committing a window whenever one is due.
-
-    At the end every unit is committed: one whose rows never all came back (lost beyond Ray's
-    retries) is committed with an error row saying so, never dropped.
-    """
-    from tqdm.auto import tqdm
-
-    windows = CommitWindows(every_units=max(1, cfg.commit_units), every_s=60 * cfg.commit_minutes)
-    remaining = {u.unit_id: (u.kind, u.uri) for u in todo}  # _commit takes each unit out as it commits
-    known = sum(len(u.members) for u in todo) if all(u.kind == "files" for u in todo) else None
-    stop = threading.Event()
-    with tqdm(total=known, desc=desc, unit="img", disable=not progress) as bar:
-        bar.set_postfix_str(f"units 0/{len(todo)}")
-        if counter is not None:
-            follow(counter, bar, stop)
-        # prefetch_batches=0: with prefetching, a receipt is handed over only once the next one
-        # exists, which held every window back until the job was nearly done.
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            for text in batch[RECEIPT]:
-                r = json.loads(text)
-                windows.add(r)
-                tally.add(r)
-                if counter is None:
-                    bar.update(r["ok"] + r["failed"])
-            if windows.due():
-                _commit(out, windows, remaining, model)
-                bar.set_postfix_str(f"units {len(todo) - len(remaining)}/{len(todo)}, {out.next_window} windows")
-        _commit(out, windows, remaining, model)
-        if remaining:  # an error row completes each lost unit, whatever part of it arrived before
-            rows = [error_row(uri, u, "read", "LostWork", "the unit's rows never all came back; rerun after "
-                              "deleting its rows to retry", unit_size=windows.seen.get(u, 0) + 1)
-                    for u, (_, uri) in sorted(remaining.items())]
-            flat = flatten(batch_of(rows), model)
-            r = json.loads(write_files(flat, out.output_uri, out.storage)[RECEIPT][0])
-            windows.add(r)
-            tally.add(r)
-            _commit(out, windows, remaining, model)
-        stop.set()
-        bar.update(max(0, tally.ok + tally.failed - bar.n))
-        bar.set_postfix_str(f"units {len(todo) - len(remaining)}/{len(todo)}, {out.next_window} windows")
-
-
-def _commit(out: DeltaOutput, windows: CommitWindows, remaining: dict[str, tuple[str, str]], model: ModelInfo) -> None:
-    """Commits the open window (if it holds anything), taking the units it made done out of ``remaining``."""
-    files, units, touched, partial = windows.take()
-    if not files and not units:
-        return
-    rows = []
-    for u, n in units.items():
-        kind, uri = remaining.pop(u)
-        rows.append({"unit_id": u, "kind": kind, "uri": uri, "images": n})
-    out.commit_window(files, rows, model.model_id, touched, partial)
 
 
 def package_versions() -> dict[str, str]:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 from pyarrow import fs as pafs
 
-__all__ = ["StorageOptions", "resolve", "s3_settings", "delete_file", "write_bytes", "write_json", "write_png", "read_json", "is_file"]
+__all__ = ["StorageOptions", "resolve", "s3_settings", "delete_file", "write_bytes", "write_json", "write_png", "read_json", "read_text", "is_file"]
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,14 @@ def is_file(uri: str, storage: StorageOptions | None = None) -> bool:
     return filesystem.get_file_info(path).type == pafs.FileType.File
 
 
-def read_json(uri: str, storage: StorageOptions | None = None) -> dict:
+def read_text(uri: str, storage: StorageOptions | None = None) -> str:
     filesystem, path = resolve(uri, storage)
     with filesystem.open_input_file(path) as f:
-        return json.loads(f.read())
+        return f.read().decode("utf-8")
+
+
+def read_json(uri: str, storage: StorageOptions | None = None) -> dict:
+    return json.loads(read_text(uri, storage))
 
 
 def delete_file(uri: str, storage: StorageOptions | None = None) -> None:

@@ -1,5 +1,7 @@
-"""The shape of the code, checked: no import cycles, every module importable alone, inference
-without training code, rows importing nothing else of the pipeline, modules under 350 lines."""
+"""The shape of the code, checked: no import cycles between modules or between subpackages, the
+pipeline's layers importing only downwards, the pipeline seeing only the codec's public API,
+every module importable alone, inference without training code, and no module so large that
+nobody reads it whole (600 lines: a limit that keeps ideas whole, not one that splits them)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("oscar_model", "pipeline", "jobs")
-MAX_LINES = 350
+MAX_LINES = 600
+PIPELINE_LAYERS = (
+    ("pipeline.batch", "pipeline.config", "pipeline.faults", "pipeline.storage"),
+    ("pipeline.inputs", "pipeline.tables"),
+    ("pipeline.stages",),
+    ("pipeline.report",),
+    ("pipeline.runner",),
+    ("pipeline.archive", "pipeline.redecode", "pipeline.audit"),
+)
+"""The pipeline's layers, lowest first: a module imports its own layer's and lower layers' modules only
+(the in-flight batch and storage at the bottom; the jobs, each a plan, at the top)."""
+CODEC_API = ("oscar_model", "oscar_model.config", "oscar_model.model_info", "oscar_model.options", "oscar_model.images", "oscar_model.registry",
+             "oscar_model.codec", "oscar_model.bitstream")
+"""The codec's modules the pipeline and the jobs may import: its public API."""
 
 
 def _modules() -> dict[str, Path]:
@@ -87,7 +102,7 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 def test_rows_import_nothing_else_of_the_pipeline():
-    assert not {m for m in _graph()["pipeline.rows"] if m.startswith("pipeline")}
+    assert not {m for m in _graph()["pipeline.tables.schema"] if m.startswith("pipeline")}
 
 
 def test_inference_modules_never_import_training():
@@ -120,8 +135,8 @@ def test_every_module_imports_alone():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-@pytest.mark.parametrize("package", ["oscar_model", "pipeline"])
-def test_modules_stay_small(package):
+@pytest.mark.parametrize("package", ["oscar_model", "pipeline", "jobs"])
+def test_modules_stay_readable(package):
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in (ROOT / package).rglob("*.py")}
     assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
 

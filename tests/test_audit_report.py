@@ -15,9 +15,25 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from pipeline.audit_stats import mean_curves, summarize_metrics, worst_images
-from pipeline.bd_rate import bd_rate, envelope, image_bd_rates
-from pipeline.crops import pick_window
+from pipeline.report.bd_rate import bd_rate, envelope, image_bd_rates
+from pipeline.report.crops import pick_window
+from pipeline.report.stats import MetricsAggregate, worst_images
+from pipeline.tables.schema import METRICS
+
+
+def _aggregate(rows: list[dict], model: str = "") -> MetricsAggregate:
+    """The streamed aggregate of metrics rows held in memory."""
+    agg = MetricsAggregate(model)
+    agg.add(pa.Table.from_pylist([{k: r.get(k) for k in METRICS.names} for r in rows], schema=METRICS))
+    return agg
+
+
+def summarize_metrics(rows: list[dict], model: str = "") -> list[dict]:
+    return _aggregate(rows, model).summary()
+
+
+def mean_curves(rows: list[dict], model: str = "") -> dict[str, list[dict]]:
+    return _aggregate(rows, model).curves()
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -124,7 +140,7 @@ def audit_out(tmp_path_factory):
 
 
 def test_metrics_hold_sweeps_and_matched_rows_and_unreached_rows_are_null(audit_out):
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     rows = read_delta(str(audit_out), "metrics").to_pylist()
     modes = {(r["codec"], r["mode"]) for r in rows}
@@ -153,7 +169,7 @@ def test_bd_rates_agree_with_the_bjontegaard_package_on_the_tables_mean_curves(a
     means = duckdb.sql("SELECT codec, setting, avg(bpp), avg(psnr), avg(ms_ssim) FROM metrics "
                        "WHERE mode = 'sweep' AND reached GROUP BY 1, 2").fetchall()
     summary = json.loads((audit_out / "summary.json").read_text())
-    # The streamed means (Arrow batches, pipeline.audit_stats) are DuckDB's GROUP BY.
+    # The streamed means (Arrow batches, pipeline.report.stats) are DuckDB's GROUP BY.
     streamed = {(e["codec"], e["setting"]): e for e in summary["summary"] if e["mode"] == "sweep"}
     assert len(streamed) == len(means) == 7 + 2 * 12
     for codec, setting, bpp, psnr, ms_ssim in means:

@@ -49,7 +49,7 @@ def versions(client, prefix: str) -> dict[str, int]:
 def test_eight_shards_killed_after_the_first_commit_then_rerun():
     import duckdb
 
-    from pipeline.delta import delta_storage_options, read_delta, table_uri
+    from pipeline.tables.delta import delta_storage_options, read_delta, table_uri
 
     with moto_s3(BUCKET) as s3:
         for s in range(SHARDS):

@@ -1,6 +1,6 @@
 """The output tables as a data engineer meets them: Delta tables that DuckDB and Polars read as
 the README shows, with the schema the README documents, nothing uncommitted visible, readable
-at an older version, and outputs of the old marker layout converted and re-decoded."""
+at an older version."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from deltalake import DeltaTable
 from tests.shard_fixtures import webdataset_tar
 
 ROOT = Path(__file__).resolve().parents[1]
-LEGACY = Path(__file__).parent / "fixtures" / "legacy_archive"
 
 
 def photos(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -71,7 +70,7 @@ def test_shards_archive_into_delta_tables_read_by_duckdb_and_polars(shard_archiv
 
 def test_a_new_shard_is_one_new_commit_and_older_versions_still_read(shard_archive, tmp_path, tiny_model_dir):
     from jobs import archive
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     out = tmp_path / "archive"
     shutil.copytree(shard_archive, out)
@@ -111,8 +110,8 @@ def test_redecode_reads_the_archive_index_from_file_statistics(shard_archive, ti
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from pipeline.delta import read_delta
     from pipeline.redecode import archive_index
+    from pipeline.tables.delta import read_delta
 
     dt = DeltaTable(str(shard_archive / "bitstreams"))
     stats = pa.table(dt.get_add_actions(flatten=True))
@@ -124,7 +123,7 @@ def test_redecode_reads_the_archive_index_from_file_statistics(shard_archive, ti
 
 
 def test_uncommitted_files_are_invisible(shard_archive, tmp_path):
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     out = tmp_path / "archive"
     shutil.copytree(shard_archive, out)
@@ -158,36 +157,9 @@ def test_readme_schemas_match_the_written_tables(shard_archive):
     assert documented_schemas() == written
 
 
-def test_an_output_of_the_marker_layout_converts_and_redecodes(tmp_path, ray_local, capsys):
-    """A committed fixture written by the pre-Delta code (3 synthetic images, levels 0 and 1, one
-    broken file, plus one part without a marker). It is refused until converted, then redecodes."""
-    from jobs import archive, maintain, redecode
-    from oscar_model import OscarCodec
-    from pipeline.delta import read_delta
-
-    old = tmp_path / "old"
-    shutil.copytree(LEGACY, old)
-    assert archive.main(["--input", str(tmp_path), "--output", str(old), "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("archive: error: ") and "convert it first" in err[0]
-    assert maintain.main(["--output", str(old), "--convert-markers", "--no-compact"]) == 0
-    bits = read_delta(str(old), "bitstreams")
-    assert bits.num_rows == 6  # the part without a marker is not in the table
-    assert read_delta(str(old), "errors").num_rows == 1 and read_delta(str(old), "metrics").num_rows == 6
-    manifest = json.loads((old / "run_manifest.json").read_text())
-    model = manifest["model"]["name"]  # the shipped oscar-tiny (its path there was the old checkout's)
-    codec = OscarCodec.from_pretrained(model, device="cpu")
-    assert set(bits.column("model_id").to_pylist()) == {codec.model_id}
-    out = tmp_path / "decoded"
-    # No --model: the archive's own (its manifest names oscar-tiny, whose id still matches).
-    assert redecode.main(["--archive", str(old), "--output", str(out), "--images", "--quiet"]) == 0
-    assert json.loads((out / "run_manifest.json").read_text())["model"]["name"] == model
-    assert len(list((out / "images").glob("*.png"))) == 6
-
-
 def test_maintain_compacts_each_table_and_vacuums_what_it_replaced(shard_archive, tmp_path):
     from jobs import maintain
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     out = tmp_path / "archive"
     shutil.copytree(shard_archive, out)
@@ -206,9 +178,9 @@ def test_compaction_keeps_the_writers_row_groups(tmp_path):
     import pyarrow.parquet as pq
     from deltalake import write_deltalake
 
-    from pipeline.delta import DeltaOutput
-    from pipeline.maintain import maintain
-    from pipeline.rows import ERRORS, ROW_GROUP_ROWS
+    from pipeline.tables.delta import DeltaOutput
+    from pipeline.tables.maintain import maintain
+    from pipeline.tables.schema import ERRORS, ROW_GROUP_ROWS
 
     DeltaOutput(str(tmp_path)).create_tables()
     for part in range(2):
@@ -227,8 +199,8 @@ def test_an_output_of_an_earlier_schema_gains_the_new_columns(tmp_path):
     run adds them (older rows read them as null) instead of writing files the table cannot show."""
     import pyarrow as pa
 
-    from pipeline.delta import DeltaOutput
-    from pipeline.rows import BITSTREAMS, METRICS
+    from pipeline.tables.delta import DeltaOutput
+    from pipeline.tables.schema import BITSTREAMS, METRICS
 
     old = {"metrics": pa.schema([f for f in METRICS if f.name not in ("mode", "reached")]),
            "bitstreams": pa.schema([f for f in BITSTREAMS if f.name not in ("target", "target_met", "chosen")])}
@@ -246,10 +218,10 @@ def test_a_streamed_read_prunes_by_key_and_reads_older_files_with_nulls(tmp_path
     import pyarrow.parquet as pq
     from deltalake import WriterProperties, write_deltalake
 
-    from pipeline import table_scan
-    from pipeline.delta import DeltaOutput
-    from pipeline.rows import BD_RATES, METRICS
-    from pipeline.table_scan import scan_delta
+    from pipeline.tables import scan as table_scan
+    from pipeline.tables.delta import DeltaOutput
+    from pipeline.tables.scan import scan_delta
+    from pipeline.tables.schema import BD_RATES, METRICS
 
     old = pa.schema([f for f in METRICS if f.name not in ("mode", "reached")])
     DeltaTable.create(str(tmp_path / "metrics"), schema=old)

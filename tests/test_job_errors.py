@@ -65,7 +65,7 @@ def test_a_dead_cluster_address_fails_fast_in_one_line(photos, tmp_path):
 
 def test_odd_entries_beside_good_photos(tmp_path, tiny_model_dir):
     """A name holding a newline is encoded; a folder named like an image and a FIFO are error rows."""
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     folder = tmp_path / "in"
     folder.mkdir()

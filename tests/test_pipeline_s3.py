@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.rows import BITSTREAMS, ERRORS, METRICS
+from pipeline.tables.schema import BITSTREAMS, ERRORS, METRICS
 
 BUCKET = "corpus"
 
@@ -99,14 +99,14 @@ def ray_local():
 
 
 def table(uri: str, name: str):
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     return read_delta(uri, name)
 
 
 def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_codec):
     from jobs import archive, audit, redecode
-    from pipeline.metrics import ms_ssim_rgb, psnr
+    from pipeline.stages.metrics import ms_ssim_rgb, psnr
 
     out = f"s3://{BUCKET}/archive"
     argv = ["--input", f"s3://{BUCKET}/photos", "--output", out, "--rates", "0.03,L5", "--model", str(tiny_model_dir), "--quiet"]
@@ -154,13 +154,14 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     assert manifest["counts"]["units_done"] == 0 and manifest["counts"]["units_skipped_already_done"] >= 1
     # Every committed unit records its model, and another model may not resume into it.
     from oscar_model import ModelInfo
-    from pipeline.delta import DeltaOutput
+    from oscar_model.config import CodecConfig
     from pipeline.runner import refuse_other_model
+    from pipeline.tables.delta import DeltaOutput
 
     _, models = DeltaOutput(out).done_and_models()
     assert models == {tiny_codec.model_id}
     with pytest.raises(ValueError, match="new --output"):
-        refuse_other_model(out, ModelInfo("oscar-tiny", "", "00000000", tiny_codec.ladder), models)
+        refuse_other_model(out, ModelInfo("", "00000000", CodecConfig(name="oscar-tiny", ladder=tiny_codec.ladder)), models)
 
     # redecode: PNGs for every archived stream, and a transcode of the top level to level 0.
     dec = f"s3://{BUCKET}/decoded"
@@ -251,7 +252,7 @@ def test_a_model_folder_on_s3_is_fetched_once_per_node_and_checked(s3, ray_local
     from pathlib import Path
 
     from jobs import archive
-    from pipeline.models import local_model_folder, model_info
+    from pipeline.inputs.model_cache import local_model_folder, model_info
 
     for f in Path(tiny_model_dir).rglob("*"):
         if f.is_file():

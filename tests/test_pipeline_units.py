@@ -6,39 +6,45 @@ import numpy as np
 import pytest
 
 from oscar_model import ModelInfo, RateLadder, RatePoint
+from oscar_model.config import CodecConfig
+from pipeline.batch import table_of
 from pipeline.config import ActorConfig
-from pipeline.rows import table_rows
 from pipeline.runner import check_actor_budget
 
 
 def _model(name: str = "oscar-test", model_id: str = "00000000") -> ModelInfo:
     """A model's info with a six-level ladder (no weights needed)."""
     ladder = RateLadder(tuple(RatePoint(index=i, downsample=1, codebook_size=16, timestep=100) for i in range(6)))
-    return ModelInfo(name, "", model_id + "0" * 56, ladder)
+    return ModelInfo("", model_id + "0" * 56, CodecConfig(name=name, ladder=ladder))
 
 
-def _transcoded_row(levels: np.ndarray) -> dict:
-    return {
-        "status": "ok", "image_id": "abc", "source_uri": "s3://b/a.png", "width": 16, "height": 8,
-        "from_level": 5, "reference": "archive level 5", "archive_decode_ms": 3.0, "rate_levels": levels,
-        "bitstreams": np.array([b"x" * 4] * len(levels), dtype=object), "encode_ms": np.array([1.0] * len(levels)),
-        "psnr": np.array([20.0] * len(levels)), "ms_ssim": np.array([0.8] * len(levels)),
-        "lpips": np.array([None] * len(levels)), "decode_ms": np.array([2.0] * len(levels)),
-    }
+def _decoded_archive_row(**more) -> dict:
+    """A redecode row after ArchiveDecodeStage (and, with ``streams``, a transcode's encode and verify)."""
+    return {"unit_id": "u", "unit_size": 1, "source_uri": "s3://b/a.png", "error": None, "image_id": "abc",
+            "width": 16, "height": 8, "pixels": b"", "reference": "archive level 5", "from_level": 5,
+            "archive_decode_ms": 3.0, **more}
 
 
 def test_transcode_to_level_zero_is_not_mistaken_for_decode_only():
-    # Ray hands list columns back as numpy arrays: array([0]) is falsy, which once turned a
-    # transcode to level 0 into an extra "redecode" metrics row.
-    out = table_rows([_transcoded_row(np.array([0]))], _model())
-    assert [(m["rate_level"], m["setting"], m["reference"]) for m in out["metrics"]] == [(0, "level 0", "archive level 5")]
-    assert len(out["bitstreams"]) == 1 and out["bitstreams"][0]["bpp"] == pytest.approx(8 * 4 / (16 * 8))
+    from pipeline.batch import measurement
+    from pipeline.redecode import RedecodeRows
+
+    m = measurement("oscar-test", 0, "level 0", "sweep", True, "archive level 5", n_bytes=4, bpp=0.25, psnr=20.0)
+    row = _decoded_archive_row(streams=[{"rate_level": 0, "bitstream": b"x" * 4, "encode_ms": 1.0}], oscar_metrics=[m])
+    out = RedecodeRows(_model(), transcode=True)(table_of([row], list(row)))
+    metrics = out["metrics"].to_pylist()
+    assert [(m["rate_level"], m["setting"], m["reference"]) for m in metrics] == [(0, "level 0", "archive level 5")]
+    (stream,) = out["bitstreams"].to_pylist()
+    assert stream["bpp"] == pytest.approx(8 * 4 / (16 * 8)) and stream["nominal_bpp"] == _model().nominal_bpp[0]
 
 
 def test_decode_only_row_gets_a_redecode_metrics_row():
-    out = table_rows([_transcoded_row(np.array([], dtype=int))], _model())
-    assert [(m["rate_level"], m["setting"], m["decode_ms"]) for m in out["metrics"]] == [(5, "redecode", 3.0)]
-    assert out["bitstreams"] == []
+    from pipeline.redecode import RedecodeRows
+
+    row = _decoded_archive_row()
+    out = RedecodeRows(_model(), transcode=False)(table_of([row], list(row)))
+    assert [(m["rate_level"], m["setting"], m["decode_ms"]) for m in out["metrics"].to_pylist()] == [(5, "redecode", 3.0)]
+    assert "bitstreams" not in out
 
 
 def test_actor_pools_must_leave_cpu_for_reads(monkeypatch):
@@ -56,7 +62,7 @@ class CrashOnceStage:
     def __init__(self, marker: str) -> None:
         self.marker = marker
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch):
         import os
         from pathlib import Path
 
@@ -73,7 +79,7 @@ def test_a_crashed_actor_is_restarted_and_its_batch_retried(tmp_path):
     import ray
     from ray import cloudpickle  # Ray pickles with its own vendored copy
 
-    from pipeline.dataflow import map_actors
+    from pipeline.runner import Step, apply_step
 
     me = sys.modules[__name__]  # this test module, shipped to the actor by value
 
@@ -83,7 +89,8 @@ def test_a_crashed_actor_is_restarted_and_its_batch_retried(tmp_path):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         ds = ray.data.from_items([{"i": i} for i in range(6)], override_num_blocks=3)
-        ds = map_actors(ds, CrashOnceStage, ActorConfig(num_cpus=0.25, batch_size=2), marker=str(tmp_path / "crashed"))
+        step = Step(CrashOnceStage, {"marker": str(tmp_path / "crashed")}, pool=ActorConfig(num_cpus=0.25, batch_size=2))
+        ds = apply_step(ds, step)
         assert sorted(r["i"] for r in ds.take_all()) == list(range(6))
         assert (tmp_path / "crashed").exists()  # it really did crash once
     finally:
@@ -92,37 +99,32 @@ def test_a_crashed_actor_is_restarted_and_its_batch_retried(tmp_path):
             ray.shutdown()
 
 
-def test_error_columns_are_always_strings():
-    """An all-ok block must not type its error columns as null/float: Ray could not merge it
-    with a block holding an error row ("string vs float" in an actor's bundle)."""
+def test_an_ok_block_and_a_failed_block_have_one_schema():
+    """Every in-flight column is typed, the error too: an all-ok block must concatenate with a
+    block holding an error row (an untyped all-null column once made Ray fail "string vs float")."""
     import pyarrow as pa
 
-    from pipeline.rows import batch_of
-    from pipeline.stages import decode_images
+    from pipeline.stages.images import decode_images
+    from pipeline.tables.rows import error_rows
 
     ok_only = decode_images(raw_batch(_png_bytes(), "a.png"))
     with_error = decode_images(raw_batch(b"junk", "b.png"))
-    for column in ("error_stage", "error_type", "error_message"):
-        assert pa.array(list(ok_only[column])).type == pa.string()
-        assert pa.array(list(with_error[column])).type == pa.string()
-    assert list(ok_only["error_stage"]) == [""] and list(with_error["error_stage"]) == ["read"]
-    # NaN (what a null column comes back as) is normalised too.
-    assert list(batch_of([{"error_type": float("nan")}], ["error_type"])["error_type"]) == [""]
-    # ...and the errors table still gets nulls, not empty strings, where a field is unknown.
-    row = {"status": "error", "source_uri": "u", "image_id": None, "error_stage": "read", "error_type": "", "error_message": "m"}
-    (err,) = table_rows([row], _model())["errors"]
-    assert err["stage"] == "read" and err["error_type"] is None and err["message"] == "m"
+    assert ok_only.schema == with_error.schema
+    both = pa.concat_tables([ok_only, with_error])
+    assert both.column("error").to_pylist()[0] is None and both.column("error").to_pylist()[1]["stage"] == "read"
+    # ...and the errors table gets nulls, not empty strings, where a field is unknown.
+    failed = table_of([{"unit_id": "u", "unit_size": 1, "source_uri": "u", "error": {"stage": "read", "type": None,
+                                                                                       "message": "m"}}],
+                      ["unit_id", "unit_size", "source_uri", "error"])
+    (err,) = error_rows(failed).to_pylist()
+    assert err["stage"] == "read" and err["error_type"] is None and err["message"] == "m" and err["image_id"] is None
 
 
-def raw_batch(raw: bytes, uri: str) -> dict:
-    """One reader row (pipeline.shards' columns) of ``raw`` bytes."""
-    values = {"bytes": raw, "source_uri": uri, "unit_id": "u", "unit_size": 1, "error_stage": "", "error_type": "",
-              "error_message": ""}
-    out = {}
-    for k, v in values.items():
-        out[k] = np.empty(1, dtype=object)
-        out[k][0] = v
-    return out
+def raw_batch(raw: bytes, uri: str):
+    """One reader row (pipeline.inputs.readers' columns) of ``raw`` bytes."""
+    from pipeline.inputs.readers import RAW_COLUMNS
+
+    return table_of([{"bytes": raw, "source_uri": uri, "unit_id": "u", "unit_size": 1, "error": None}], RAW_COLUMNS)
 
 
 def _png_bytes() -> bytes:
@@ -138,8 +140,8 @@ def _png_bytes() -> bytes:
 def test_a_rerun_with_another_model_is_refused(tmp_path):
     """Resuming skips committed units: with other weights or tables it would mix two models'
     rows (and bitstreams only the old model decodes) in one output, so it is refused."""
-    from pipeline.delta import DeltaOutput
     from pipeline.runner import refuse_other_model
+    from pipeline.tables.delta import DeltaOutput
 
     out = DeltaOutput(str(tmp_path / "out"))
     out.create_tables()
@@ -158,28 +160,31 @@ def test_encode_stage_searches_indices_when_asked(tiny_model_dir, tiny_codec, ph
 
     from PIL import Image
 
-    from pipeline.stages import EncodeStage, decode_images
+    from pipeline.stages.images import decode_images
+    from pipeline.stages.oscar import EncodeStage, VerifyStage
+    from pipeline.tables.rows import metrics_rows
 
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="PNG")
     batch = decode_images(raw_batch(buf.getvalue(), "p.png"))
     level = max(p.index for p in tiny_codec.ladder)
-    refined = EncodeStage(str(tiny_model_dir), rates=(level,), refine_steps=3)(dict(batch))
-    greedy = EncodeStage(str(tiny_model_dir), rates=(level,))(dict(batch))
-    assert list(refined["bitstreams"][0]) == tiny_codec.encode([photo], [level], refine_steps=3)[0]
-    assert list(refined["bitstreams"][0]) != list(greedy["bitstreams"][0])
-    assert list(refined["refine_steps"]) == [3] and list(greedy["refine_steps"]) == [0]
+    refined = EncodeStage(str(tiny_model_dir), levels=(level,), refine_steps=3)(batch)
+    greedy = EncodeStage(str(tiny_model_dir), levels=(level,))(batch)
 
+    def streams(b):
+        return [s["bitstream"] for s in b.column("streams").to_pylist()[0]]
 
-def test_refined_rows_say_so_in_the_metrics_table():
-    row = dict(_transcoded_row(np.array([2])), refine_steps=np.int64(16))
-    (metric,) = table_rows([row], _model())["metrics"]
-    assert metric["setting"] == "level 2, refine 16"
+    assert streams(refined) == tiny_codec.encode([photo], [level], refine_steps=3)[0]
+    assert streams(refined) != streams(greedy)
+    assert refined.column("refine_steps").to_pylist() == [3] and greedy.column("refine_steps").to_pylist() == [0]
+    # ...and the metrics table says so, so refined rows never pass for greedy ones.
+    (metric,) = metrics_rows(VerifyStage(str(tiny_model_dir))(refined), "oscar_metrics").to_pylist()
+    assert metric["setting"] == f"level {level}, refine 3" and metric["mode"] == "sweep" and metric["psnr"] > 10
 
 
 def test_ms_ssim_of_small_images_is_measured_not_raised():
     """Images of 3-32 px once raised inside pytorch_msssim and aborted a whole archive job."""
-    from pipeline.metrics import ms_ssim_rgb
+    from pipeline.stages.metrics import ms_ssim_rgb
 
     rng = np.random.default_rng(0)
     for side in (3, 16, 32, 33):
@@ -193,7 +198,7 @@ def test_a_second_writer_is_refused_and_a_dead_drivers_lease_is_taken_over(tmp_p
     import json
     import socket
 
-    from pipeline.delta import DeltaOutput, OutputBusy
+    from pipeline.tables.delta import DeltaOutput, OutputBusy
 
     first, second = DeltaOutput(str(tmp_path / "out")), DeltaOutput(str(tmp_path / "out"))
     first.acquire_lease()
@@ -204,3 +209,28 @@ def test_a_second_writer_is_refused_and_a_dead_drivers_lease_is_taken_over(tmp_p
     dead = {"run_id": "gone", "host": socket.gethostname(), "pid": 2**22 + 7, "renewed": 9e18}  # no such pid
     (tmp_path / "out" / "_lease.json").write_text(json.dumps(dead))
     DeltaOutput(str(tmp_path / "out")).acquire_lease()  # its driver is gone from this host: taken over at once
+
+
+def test_a_unit_is_complete_only_once_every_table_row_of_it_is_in_a_received_file(tmp_path):
+    """A write task's batch can split a block's rows and receipts arrive in any order: the unit's
+    count row alone must not complete it, or a driver killed before the other file's receipt
+    would commit the unit without those rows and a rerun would skip it."""
+    from pipeline.archive import ArchiveRows
+    from pipeline.tables.windows import CommitWindows
+    from pipeline.tables.writer import receipts_of, table_rows, write_files
+
+    streams = [{"rate_level": lv, "bitstream": b"x" * 4, "encode_ms": 1.0} for lv in (0, 1)]
+    row = {"unit_id": "u", "unit_size": 1, "source_uri": "a.png", "error": None, "image_id": "abc", "width": 16,
+           "height": 8, "streams": streams}
+    flat = table_rows(table_of([row], list(row)), ArchiveRows("00000000", _model().nominal_bpp))
+    assert flat.column("table").to_pylist() == ["", "bitstreams", "bitstreams"]
+    first, rest = flat.slice(0, 2), flat.slice(2)  # the count row and one stream; the other stream
+    windows = CommitWindows()
+    (later,) = receipts_of(write_files(rest, str(tmp_path)))
+    (earlier,) = receipts_of(write_files(first, str(tmp_path)))
+    windows.add(earlier)
+    assert not windows.complete("u")  # one of its two streams is not in a received file yet
+    windows.add(later)
+    assert windows.complete("u")
+    files, units, _, _ = windows.take()
+    assert units == {"u": 1} and sum(f["rows"] for f in files["bitstreams"]) == 2

@@ -35,7 +35,7 @@ def test_models_lists_oscar_tiny_ladder(shipped, capsys):
 
 @pytest.mark.skipif(not (KODAK / "kodim01.png").exists(), reason="../shared/datasets/kodak not beside the checkout")
 def test_cli_round_trip_on_kodim01(shipped, tmp_path, capsys):
-    from pipeline.metrics import psnr
+    from pipeline.stages.metrics import psnr
 
     osc, png = tmp_path / "k.osc", tmp_path / "k.png"
     assert main(["encode", str(KODAK / "kodim01.png"), "-o", str(osc), "--bpp", "0.125"]) == 0

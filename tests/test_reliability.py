@@ -45,7 +45,7 @@ def inputs(folder: Path) -> set[str]:
 def check_exactly_once(out: Path, folder: Path, levels: int = 2) -> None:
     """Every input is in the output once: one bitstream row per rate, or one error row; every work
     unit committed once."""
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     bits = read_delta(str(out), "bitstreams").to_pylist()
     errors = read_delta(str(out), "errors").to_pylist()
@@ -60,7 +60,7 @@ def check_exactly_once(out: Path, folder: Path, levels: int = 2) -> None:
 
 
 def committed_units(out: Path) -> int:
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     return read_delta(str(out), "work_units").num_rows
 
@@ -97,7 +97,7 @@ def faulty_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_bad_inputs_and_killed_workers_lose_nothing_and_duplicate_nothing(faulty_run):
-    from pipeline.delta import read_delta as read_table
+    from pipeline.tables.delta import read_delta as read_table
 
     folder, out, markers, expectations = faulty_run
     assert all(m.exists() for m in markers)  # an encode actor and a sink task really died mid-job
@@ -115,8 +115,8 @@ def test_bad_inputs_and_killed_workers_lose_nothing_and_duplicate_nothing(faulty
 def test_files_of_a_killed_write_task_are_invisible_and_vacuumed(faulty_run, tmp_path):
     import shutil
 
-    from pipeline.delta import read_delta
-    from pipeline.maintain import maintain
+    from pipeline.tables.delta import read_delta
+    from pipeline.tables.maintain import maintain
 
     _, first, _, _ = faulty_run
     out = tmp_path / "out"
@@ -137,7 +137,7 @@ def test_files_of_a_killed_write_task_are_invisible_and_vacuumed(faulty_run, tmp
 
 def test_a_sigkilled_driver_then_the_same_command_again_completes_exactly_once(photos, tmp_path, tiny_model_dir):
     out = tmp_path / "out"
-    from pipeline.sources import plan_units
+    from pipeline.inputs.units import plan_units
 
     total = len(plan_units(str(photos), group_size=2))
     env = {**os.environ, "OSCAR_FAULT": "sleep:encode:1,sleep:write:2"}  # slow enough to be killed mid-run

@@ -225,7 +225,7 @@ def test_sd21_model_runs_through_the_archive_job_without_new_flags(converted, tm
     from PIL import Image
 
     from jobs import archive
-    from pipeline.delta import read_delta as read_table
+    from pipeline.tables.delta import read_delta as read_table
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.shards import read_units
-from pipeline.sources import ImageColumns, WorkUnit, expand_braces, plan_units
+from pipeline.inputs.readers import read_units
+from pipeline.inputs.units import ImageColumns, WorkUnit, expand_braces, plan_units
 from pipeline.storage import StorageOptions
-from pipeline.windows import CommitWindows
+from pipeline.tables.windows import CommitWindows
 from tests.shard_fixtures import binary_parquet, cut_inside_member, hf_parquet, webdataset_tar
 
 
@@ -23,12 +23,11 @@ def photos(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def read_all(unit: WorkUnit) -> list[dict]:
-    item = {k: np.array([v], dtype=object) for k, v in unit.to_item().items()}
-    item["members"] = np.empty(1, dtype=object)
-    item["members"][0] = list(unit.members)
+    import pyarrow as pa
+
     rows = []
-    for batch in read_units(item, StorageOptions()):
-        rows += [{k: batch[k][i] for k in batch} for i in range(len(batch["unit_id"]))]
+    for batch in read_units(pa.Table.from_pylist([unit.to_item()]), StorageOptions()):
+        rows += batch.to_pylist()
     return rows
 
 
@@ -39,19 +38,19 @@ def test_tar_members_by_key_with_broken_member_and_sidecar_only_sample(tmp_path)
     assert unit.kind == "tar" and unit.unit_id == str(shard)
     rows = read_all(unit)
     assert [r["source_uri"] for r in rows] == [f"{shard}#00000{i}.jpg" for i in range(4)] + [f"{shard}#000004"]
-    assert [bool(r["error_type"]) for r in rows] == [False] * 4 + [True]  # the broken .jpg fails later, at decode
-    assert "no image" in rows[-1]["error_message"]
+    assert [bool(r["error"]) for r in rows] == [False] * 4 + [True]  # the broken .jpg fails later, at decode
+    assert "no image" in rows[-1]["error"]["message"]
     assert [r["unit_size"] for r in rows] == [0, 0, 0, 0, 5]  # only the last row carries the unit's size
 
 
 def test_truncated_tar_keeps_readable_members_and_says_where_it_broke(tmp_path):
     (tmp_path / "cut.tar").write_bytes(cut_inside_member(webdataset_tar(photos(4)), member=4))
     rows = read_all(WorkUnit(str(tmp_path / "cut.tar"), "tar", str(tmp_path / "cut.tar")))
-    good = [r for r in rows if not r["error_type"]]
+    good = [r for r in rows if not r["error"]]
     assert len(good) == 2 and all(r["bytes"] for r in good)  # samples 0 and 1 were whole
     broke = rows[-1]
     assert broke["source_uri"] == str(tmp_path / "cut.tar")
-    assert "broke off inside member 000002.jpg, after 4 whole members" in broke["error_message"]
+    assert "broke off inside member 000002.jpg, after 4 whole members" in broke["error"]["message"]
     assert broke["unit_size"] == len(rows)
 
 
@@ -60,7 +59,7 @@ def test_empty_tar_and_missing_shard_still_complete_their_unit(tmp_path):
         pass
     for name in ("empty.tar", "missing.tar"):
         (row,) = read_all(WorkUnit(str(tmp_path / name), "tar", str(tmp_path / name)))
-        assert row["error_type"] and row["unit_size"] == 1
+        assert row["error"] and row["unit_size"] == 1
 
 
 def test_parquet_hf_struct_and_binary_column_detected(tmp_path):
@@ -70,7 +69,7 @@ def test_parquet_hf_struct_and_binary_column_detected(tmp_path):
     assert (unit.kind, unit.columns) == ("parquet", ImageColumns("image", "key"))
     rows = read_all(unit)
     assert [r["source_uri"].rsplit("#", 1)[1] for r in rows] == ["img-0", "img-1", "img-2"]
-    assert [bool(r["error_type"]) for r in rows] == [False, True, False] and rows[-1]["unit_size"] == 3
+    assert [bool(r["error"]) for r in rows] == [False, True, False] and rows[-1]["unit_size"] == 3
 
     (tmp_path / "one.parquet").write_bytes(binary_parquet(photos(2)))
     (unit,) = plan_units(str(tmp_path / "one.parquet"))
@@ -98,7 +97,7 @@ def test_parquet_with_uri_column_stays_a_manifest(tmp_path):
 
 def test_file_groups_are_stable_and_local_to_an_insertion(tmp_path):
     uris = [f"s3://bucket/photos/{i:06d}.jpg" for i in range(2000)]
-    from pipeline.sources import _file_groups
+    from pipeline.inputs.units import _file_groups
 
     before = _file_groups(uris, 64)
     assert [u.unit_id for u in before] == [u.unit_id for u in _file_groups(list(uris), 64)]
@@ -139,9 +138,9 @@ def test_commit_windows_commit_every_file_and_carry_the_partial_units():
 def test_heal_deletes_the_rows_of_partial_and_torn_units(tmp_path):
     import pyarrow as pa
 
-    from pipeline.delta import DeltaOutput, read_delta
-    from pipeline.rows import ERRORS
-    from pipeline.sinks import write_table_file
+    from pipeline.tables.delta import DeltaOutput, read_delta
+    from pipeline.tables.schema import ERRORS
+    from pipeline.tables.writer import write_table_file
 
     def file_of(*units: str) -> dict:
         rows = [{"source_uri": f"{u}#{i}", "image_id": None, "stage": "read", "error_type": "E", "message": "m",

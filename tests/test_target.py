@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from pipeline.target import QualityTarget, cheapest_meeting
+from pipeline.stages.target import QualityTarget, cheapest_meeting
 
 TARGET = 0.88
 
@@ -72,7 +72,7 @@ def archives(tmp_path_factory):
 
 
 def test_each_image_keeps_the_cheapest_level_that_meets_the_target(archives):
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     bits = read_delta(str(archives["target"]), "bitstreams").to_pylist()
     assert len(bits) == 6 and len({b["image_id"] for b in bits}) == 6  # one stream per image
@@ -96,7 +96,7 @@ def test_each_image_keeps_the_cheapest_level_that_meets_the_target(archives):
 
 
 def test_the_summary_reports_the_share_the_bytes_and_the_saving(archives):
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     t = json.loads((archives["target"] / "run_manifest.json").read_text())["counts"]["target"]
     bits = read_delta(str(archives["target"]), "bitstreams").to_pylist()
@@ -117,7 +117,7 @@ def test_keep_all_marks_the_chosen_stream_and_redecode_keeps_it(archives, tmp_pa
     import ray
 
     from jobs import redecode
-    from pipeline.delta import read_delta
+    from pipeline.tables.delta import read_delta
 
     keep = read_delta(str(archives["keep"]), "bitstreams").to_pylist()
     assert len(keep) == 6 * 7 and sum(b["chosen"] for b in keep) == 6

@@ -57,7 +57,7 @@ def small_tiles(tiny_model_dir):
 
 
 def test_tiling_decodes_a_large_image_close_to_the_whole_image_path(small_tiles, tiny_codec, photo):
-    from pipeline.metrics import psnr
+    from pipeline.stages.metrics import psnr
 
     assert not small_tiles.fits_one_tile(*photo.shape[:2]) and tiny_codec.fits_one_tile(*photo.shape[:2])
     for level in (0, 5):

@@ -1,0 +1,180 @@
+"""The write stage: table rows -> Parquet data files in the Delta tables' folders, plus a receipt
+the driver commits from (:class:`~pipeline.tables.delta.DeltaOutput`).
+
+It knows tables, never jobs. Each block's in-flight rows are first turned into table rows by
+the job's row builder (:func:`table_rows`, which puts them under one schema, :data:`FLAT`); a
+write task then takes a large batch of those (``JobConfig.rows_per_file``, thousands), so each
+table gets files sized for analytics, not one per actor batch. The files are invisible until
+the driver commits them; a retried task writes new names (the orphan of a dead attempt is never
+committed, and vacuum deletes it).
+
+The receipt is one typed row per write task (:data:`RECEIPT`): the files it wrote with their
+Delta statistics, the in-flight rows it saw per unit (and a unit's size when its last row was
+here), and the counters the driver's summary adds up. Nothing per image goes back to the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..batch import Batch, column
+from ..faults import inject_fault
+from ..storage import StorageOptions, resolve
+from .rows import RowBuilder
+from .schema import FLAT, FLAT_OWN, ROW_GROUP_ROWS, TABLES, UNCOMPRESSED_COLUMNS
+
+__all__ = ["table_rows", "write_files", "write_table_file", "RECEIPT", "receipts_of"]
+
+_FILE = pa.struct([("table", pa.string()), ("path", pa.string()), ("size", pa.int64()), ("rows", pa.int64()),
+                   ("stats", pa.string()), ("mtime_ms", pa.int64())])
+RECEIPT = pa.schema([
+    ("files", pa.list_(_FILE)),
+    ("seen", pa.list_(pa.struct([("unit_id", pa.string()), ("rows", pa.int64()), ("expected", pa.int64()),
+                                 ("written", pa.int64())]))),
+    ("sizes", pa.list_(pa.struct([("unit_id", pa.string()), ("size", pa.int64())]))),
+    ("ok", pa.int64()), ("failed", pa.int64()), ("bytes", pa.int64()),
+    ("bpp", pa.list_(pa.struct([("rate_level", pa.int16()), ("total", pa.float64()), ("n", pa.int64())]))),
+])
+"""A write task's one output row. ``files[].stats`` is the add action's statistics in the JSON
+form the Delta protocol itself stores them in (``numRecords``, ``minValues``, ...)."""
+
+_STATS_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string)
+
+
+def _stats(table: pa.Table) -> str:
+    """Delta's per-file statistics: row count, min/max and null counts of the scalar columns (for pruning)."""
+    mins, maxs, nulls = {}, {}, {}
+    for name in table.column_names:
+        col = table.column(name)
+        nulls[name] = col.null_count
+        if any(check(col.type) for check in _STATS_TYPES) and col.null_count < len(col):
+            mm = pc.min_max(col)
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            if isinstance(lo, float) and (np.isnan(lo) or np.isnan(hi)):
+                continue
+            if isinstance(lo, str):  # Delta truncates string stats; keep them short
+                lo, hi = lo[:32], hi[:32] + ("\uffff" if len(hi) > 32 else "")
+            mins[name], maxs[name] = lo, hi
+    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+def write_table_file(table: pa.Table, name: str, output_uri: str, storage: StorageOptions | None) -> dict[str, Any]:
+    """One Parquet data file in table ``name``'s folder; returns its add action's fields."""
+    filesystem, base = resolve(output_uri, storage)
+    path = f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:16]}.parquet"
+    folder = f"{base}/{name}"
+    filesystem.create_dir(folder, recursive=True)
+    compression = {c: ("none" if c in UNCOMPRESSED_COLUMNS else "zstd") for c in table.column_names}
+    use_dict = [c for c in table.column_names if c not in UNCOMPRESSED_COLUMNS]
+    with filesystem.open_output_stream(f"{folder}/{path}") as f:
+        pq.write_table(table, f, compression=compression, use_dictionary=use_dict, row_group_size=ROW_GROUP_ROWS)
+        size = f.tell()  # the bytes written: no second request to ask the store
+    return {"table": name, "path": path, "size": int(size), "rows": table.num_rows, "stats": _stats(table),
+            "mtime_ms": int(time.time() * 1000)}
+
+
+def _flat(table: pa.Table, name: str) -> pa.Table:
+    """``table``'s rows under :data:`FLAT`, tagged as table ``name``'s (a table's rows count no image)."""
+    n = table.num_rows
+    defaults = {"table": pa.array([name] * n, pa.string()), "unit_size": pa.array([0] * n, pa.int64()),
+                "image_rows": pa.array([0] * n, pa.int32())}
+    return pa.table([table.column(f.name) if f.name in table.column_names else defaults.get(f.name, pa.nulls(n, f.type))
+                     for f in FLAT], schema=FLAT)
+
+
+def table_rows(batch: Batch, build: RowBuilder) -> pa.Table:
+    """Per block: the job's table rows of ``batch`` (``build``), and one count row per in-flight row
+    (``table = ""``, never written; the first of each unit says how many table rows the block
+    holds for it), all under :data:`FLAT`."""
+    n = batch.num_rows
+    parts = []
+    for name, rows in build(batch).items():
+        if name not in TABLES:
+            raise KeyError(f"row builder made rows of {name!r}, which is not a table ({', '.join(TABLES)})")
+        if rows.num_rows:
+            parts.append(_flat(rows, name))
+    unit_rows = [0] * n
+    if parts:
+        per_unit = pa.table({"unit_id": pa.chunked_array([p.column("unit_id") for p in parts])}).group_by(
+            "unit_id").aggregate([("unit_id", "count")])
+        units = batch.column("unit_id")
+        for unit, count in zip(column(per_unit, "unit_id"), column(per_unit, "unit_id_count")):
+            unit_rows[pc.index(units, unit).as_py()] = count
+    counts = pa.table({"table": pa.array([""] * n, pa.string()), "unit_id": batch.column("unit_id"),
+                       "unit_size": batch.column("unit_size"), "image_rows": pa.array([1] * n, pa.int32()),
+                       "image_failed": batch.column("error").is_valid(), "unit_rows": pa.array(unit_rows, pa.int64())},
+                      schema=FLAT_OWN)
+    parts = ([_flat(counts, "")] if n else []) + parts
+    return pa.concat_tables(parts) if parts else FLAT.empty_table()
+
+
+def write_files(batch: pa.Table, output_uri: str, storage: StorageOptions | None = None) -> pa.Table:
+    """Write stage: a large batch of :data:`FLAT` rows -> one data file per table; returns one receipt row."""
+    files = []
+    for name, schema in TABLES.items():
+        rows = batch.filter(pc.equal(batch.column("table"), name))
+        if rows.num_rows:
+            files.append(write_table_file(rows.select(schema.names).cast(schema), name, output_uri, storage))
+    inject_fault("write", batch.num_rows)  # test hook: a crash here leaves files no commit names
+    return _receipt(batch, files)
+
+
+def _receipt(batch: pa.Table, files: list[dict[str, Any]]) -> pa.Table:
+    """What the driver needs from a write: files, rows per unit, unit sizes, summary counters."""
+    counts = batch.filter(pc.equal(batch.column("image_rows"), 1))
+    written = batch.filter(pc.not_equal(batch.column("table"), ""))
+    zeros, ones = pa.array([0] * written.num_rows, pa.int64()), pa.array([1] * written.num_rows, pa.int64())
+    seen = pa.table({
+        "unit_id": pa.concat_arrays([counts.column("unit_id").combine_chunks(), written.column("unit_id").combine_chunks()]),
+        "rows": pa.concat_arrays([pc.cast(counts.column("image_rows"), pa.int64()).combine_chunks(), zeros]),
+        "expected": pa.concat_arrays([counts.column("unit_rows").combine_chunks(), zeros]),
+        "written": pa.concat_arrays([pa.array([0] * counts.num_rows, pa.int64()), ones]),
+    }).group_by("unit_id").aggregate([("rows", "sum"), ("expected", "sum"), ("written", "sum")]) \
+        .rename_columns(["unit_id", "rows", "expected", "written"])
+    sized = counts.filter(pc.greater(counts.column("unit_size"), 0))
+    failed = int(pc.sum(pc.cast(counts.column("image_failed"), pa.int64())).as_py() or 0)
+    streams = batch.filter(pc.equal(batch.column("table"), "bitstreams"))
+    bpp = pa.table({"rate_level": streams.column("rate_level"), "bpp": streams.column("bpp")}).group_by(
+        "rate_level").aggregate([("bpp", "sum"), ("bpp", "count")]).rename_columns(["rate_level", "total", "n"])
+    receipt = {
+        "files": [files], "seen": [seen],
+        "sizes": [pa.table({"unit_id": sized.column("unit_id"), "size": sized.column("unit_size")})],
+        "ok": [counts.num_rows - failed], "failed": [failed],
+        "bytes": [int(pc.sum(streams.column("n_bytes")).as_py() or 0)],
+        "bpp": [bpp],
+    }
+    return _one_row(receipt)
+
+
+def _one_row(receipt: dict[str, list[Any]]) -> pa.Table:
+    """The receipt's one row, its list columns built from the small tables above."""
+    arrays = []
+    for field in RECEIPT:
+        (value,) = receipt[field.name]
+        if isinstance(value, pa.Table):
+            value = value.cast(pa.schema(list(field.type.value_type))).to_struct_array().combine_chunks()
+            arrays.append(pa.ListArray.from_arrays(pa.array([0, len(value)], pa.int32()), value))
+        else:
+            arrays.append(pa.array([value], field.type))
+    return pa.table(arrays, schema=RECEIPT)
+
+
+def receipts_of(batch: pa.Table) -> list[dict[str, Any]]:
+    """Receipt rows -> what :class:`~pipeline.tables.windows.CommitWindows` and the tally add up:
+    ``seen`` (in-flight rows per unit), ``rows`` (per unit: table rows announced, table rows
+    written), ``sizes`` and ``bpp`` as dicts."""
+    out = []
+    for r in batch.to_pylist():
+        out.append({"files": r["files"], "seen": {s["unit_id"]: s["rows"] for s in r["seen"]},
+                    "rows": {s["unit_id"]: (s["expected"], s["written"]) for s in r["seen"]},
+                    "sizes": {s["unit_id"]: s["size"] for s in r["sizes"]}, "ok": r["ok"], "failed": r["failed"],
+                    "bytes": r["bytes"], "bpp": {b["rate_level"]: (b["total"], b["n"]) for b in r["bpp"]}})
+    return out
