@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import pipeline.runner  # noqa: E402
-
 from jobs.common import parse_rates  # noqa: E402
 from oscar_model.codec import OscarCodec  # noqa: E402
 from oscar_model.images import open_image, to_rgb_array  # noqa: E402

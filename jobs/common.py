@@ -23,7 +23,8 @@ class JobError(Exception):
 
 
 # What a user can cause and fix: reported in one line, never as a traceback.
-USER_ERRORS = (JobError, FileNotFoundError, ValueError, PermissionError, ConnectionError, TimeoutError)
+USER_ERRORS = (JobError, FileNotFoundError, NotADirectoryError, FileExistsError, ValueError, PermissionError,
+               ConnectionError, TimeoutError)
 
 
 def guarded(job: str, fn: Callable[[], int]) -> int:
@@ -85,6 +86,8 @@ def add_input(p: argparse.ArgumentParser) -> None:
                         "default: the only such column")
     p.add_argument("--key-column", default=None,
                    help="Parquet inputs: the column naming each image (default: key, __key__ or id, else the row number)")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="succeed on an input that holds no file (default: an empty input is an error, exit 2)")
     p.add_argument("--group-size", type=int, default=64,
                    help="loose files (or manifest entries) per work unit, on average; a shard is always one unit "
                         "(default 64)")
@@ -93,7 +96,7 @@ def add_input(p: argparse.ArgumentParser) -> None:
 def input_config(args: argparse.Namespace) -> dict:
     """The :class:`~pipeline.config.ImagesConfig` fields of :func:`add_input`'s flags."""
     return {"input": args.input or sample_photos_dir(), "image_column": args.image_column, "key_column": args.key_column,
-            "group_size": args.group_size}
+            "group_size": args.group_size, "allow_empty": args.allow_empty}
 
 
 def run_cli(job: str, cfg, run, quiet: bool) -> dict:
@@ -199,22 +202,39 @@ def log_config(log: logging.Logger, cfg) -> None:
     log.debug("config %s", json.dumps(asdict(cfg), default=str))
 
 
-def _target_line(t: dict | None) -> str:
+def _target_lines(t: dict | None) -> list[str]:
     if not t:
-        return ""
+        return []
     fixed = t["fixed_level"]
-    versus = (f"the cheapest fixed level meeting it on as many images (L{fixed['level']}) would spend {fixed['bytes']} "
+    versus = (f"the cheapest fixed level meeting it on as many images (L{fixed['level']}) would spend {fixed['bytes']:,} "
               f"bytes: {100 * t['saving']:.1f}% saved" if fixed else "no fixed level meets it on as many images")
-    return (f"target {t['target']}: met on {t['met']} of {t['images']} images ({100 * t['share_met']:.1f}%); {t['bytes']} bytes "
-            f"spent, {t['decodes_per_image']} decodes per image; {versus}\n")
+    images = t["images"] or 1
+    kept = ", ".join(f"L{lv} {100 * n / images:.0f}%" for lv, n in t["chosen_levels"].items()) or "-"
+    return [f"target {t['target']}: met on {t['met']} of {t['images']} images ({100 * t['share_met']:.1f}%); "
+            f"{t['decodes_per_image']} decodes per image; {versus}",
+            f"levels kept: {kept} of the images"]
 
 
 def print_summary(job: str, output: str, summary: dict) -> None:
-    rates = ", ".join(f"L{k}: {v:.4f}" for k, v in summary.get("mean_bpp_per_level", {}).items()) or "-"
-    print(
+    """The job's result in a few lines: counts, what the bytes are, each level's rate and quality, the
+    target's outcome, every table written, and where the failures are."""
+    out = output.rstrip("/")
+    quality = summary.get("mean_quality_per_level", {})
+    levels = []
+    for level, bpp in summary.get("mean_bpp_per_level", {}).items():
+        q = quality.get(level) or quality.get(str(level)) or {}
+        measured = "".join([f", {q['psnr']:.2f} dB" if q.get("psnr") is not None else "",
+                            f", MS-SSIM {q['ms_ssim']:.4f}" if q.get("ms_ssim") is not None else ""])
+        levels.append(f"L{level} {bpp:.4f} bpp{measured}")
+    lines = [
         f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed; {summary['units_done']} work units "
-        f"done, {summary.get('units_skipped_already_done', 0)} already done; {summary['bitstream_bytes']} bytes; "
-        f"mean bpp {rates}; {summary['wall_seconds']:.1f} s\n{_target_line(summary.get('target'))}"
-        f"Delta tables: {output.rstrip('/')}/{{bitstreams,metrics,errors,{'bd_rates,' if job == 'audit' else ''}work_units}}/  "
-        f"manifest: {output.rstrip('/')}/run_manifest.json"
-    )
+        f"done, {summary.get('units_skipped_already_done', 0)} already done; {summary['wall_seconds']:.1f} s",
+        f"streams written: {summary['bitstream_bytes']:,} bytes (whole OSCAR streams: header, indices and CRC)",
+        f"per level (means over the images): {'; '.join(levels) or '-'}",
+        *_target_lines(summary.get("target")),
+    ]
+    if summary["images_failed"]:
+        n = summary["images_failed"]
+        lines.append(f"{n} input{'' if n == 1 else 's'} failed: one row each, with the stage and the reason, in {out}/errors/")
+    lines.append(f"Delta tables: {out}/{{bitstreams,metrics,errors,bd_rates,work_units}}/  manifest: {out}/run_manifest.json")
+    print("\n".join(lines))

@@ -27,14 +27,29 @@ _STARTED = time.perf_counter()  # the command's start, so reported times include
 def _load_codec(args: argparse.Namespace):
     """``--model`` run with ``--max-pixels``, ``--tile`` and (decode only) ``--precision``; bad
     options fail before the model loads."""
-    from .codec import OscarCodec
+    import torch
 
-    return OscarCodec.from_pretrained(args.model, options=CodecOptions.from_args(args))
+    from .codec import OscarCodec
+    from .options import free_cores
+
+    options = CodecOptions.from_args(args)
+    torch.set_num_threads(options.threads or free_cores())
+    return OscarCodec.from_pretrained(args.model, options=options)
+
+
+def _existing(paths: list[str]) -> list[Path]:
+    """The input files, checked before any model is loaded: a missing one fails in a fraction of a second."""
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"{p}: no such file" if not Path(p).exists() else f"{p} is not a file")
+    return [Path(p) for p in paths]
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     from .images import open_image, to_rgb_array
 
+    _existing([args.input])
+    CodecOptions.from_args(args)  # bad options fail before the model loads, too
     codec = _load_codec(args)
     if args.level is not None:
         point = codec.ladder.get(args.level)
@@ -66,7 +81,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     from .bitstream import BitstreamError, unpack
 
-    inputs = [Path(p) for p in args.input]
+    inputs = _existing(args.input)
+    CodecOptions.from_args(args)
     many = len(inputs) > 1 or (args.output is not None and args.output.endswith("/"))
     out_dir = Path(args.output) if many and args.output else None
     if out_dir is not None:

@@ -6,11 +6,15 @@ Light on purpose (no torch): a job's driver builds and checks the options it shi
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 from .images import DEFAULT_MAX_PIXELS
 
-__all__ = ["CodecOptions", "PRECISIONS", "parse_tile", "add_codec_arguments"]
+__all__ = ["CodecOptions", "PRECISIONS", "parse_tile", "add_codec_arguments", "free_cores", "THREADS_ENV"]
+
+THREADS_ENV = "OSCAR_THREADS"
+"""The default of ``--threads`` where the flag is not given."""
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -33,11 +37,15 @@ class CodecOptions:
         precision: the decoder's networks in ``"fp32"`` (the reference), ``"bf16"`` (autocast
             on any device) or ``"auto"`` (bf16 on CUDA, where it is about twice as fast, fp32
             elsewhere). Encoding is always fp32, so indices never depend on bf16 rounding.
+        threads: torch's CPU threads (None: ``$OSCAR_THREADS``, else for one command the cores the
+            load average leaves free (:func:`free_cores`), and for a job's actor 1, since Ray gives
+            each actor its share of the cores). Threads never change a stream or a decoded image.
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     tile: str | int = "auto"
     precision: str = "auto"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if int(self.max_pixels) <= 0:
@@ -45,13 +53,22 @@ class CodecOptions:
         object.__setattr__(self, "tile", parse_tile(self.tile))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        threads = self.threads if self.threads is not None else os.environ.get(THREADS_ENV)
+        if threads is not None:
+            try:
+                threads = int(threads)
+            except ValueError:
+                threads = 0
+            if threads < 1:
+                raise ValueError(f"--threads / ${THREADS_ENV} must be a whole number >= 1, got {threads}")
+        object.__setattr__(self, "threads", threads)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CodecOptions:
         """The options :func:`add_codec_arguments`' flags name (precision ``auto`` where not declared)."""
         if getattr(args, "refine", 0) < 0:
             raise ValueError(f"--refine must be >= 0, got {args.refine}")
-        return cls(args.max_pixels, args.tile, getattr(args, "precision", "auto"))
+        return cls(args.max_pixels, args.tile, getattr(args, "precision", "auto"), getattr(args, "threads", None))
 
 
 def parse_tile(text: str | int) -> str | int:
@@ -80,9 +97,26 @@ def add_codec_arguments(parser: argparse.ArgumentParser, precision: bool = True,
         parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                             help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 "
                                  "elsewhere)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help=f"torch CPU threads (default: ${THREADS_ENV}, else for one command the cores the load "
+                             "average leaves free, for each actor of a job 1)")
     if refine:
         parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                             help="encoder effort: STEPS of index search through the decoder per image and level; "
                                  "better images, same decoder and format, each step costing about one decode and its "
                                  "backward pass (16 is a good choice; default 0)")
 
+
+
+def free_cores() -> int:
+    """The cores this process may use that the 1-minute load average leaves idle (at least 1).
+
+    Why: torch takes every core by default, and on a shared machine that oversubscribes it (one
+    thread decoded twice as fast as the default on a loaded 2-core machine).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # no load average on this platform
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))

@@ -88,6 +88,7 @@ class ImagesConfig(JobConfig):
         image_column, key_column: Parquet inputs' image and key columns (None: detect).
         group_size: loose files (or manifest entries) per work unit, on average.
         read_batch_size: images per decode task.
+        allow_empty: succeed on an input that holds no file (else a one-line error).
     """
 
     input: str
@@ -95,3 +96,4 @@ class ImagesConfig(JobConfig):
     key_column: str | None = None
     group_size: int = 64
     read_batch_size: int = 2
+    allow_empty: bool = False

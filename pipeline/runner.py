@@ -28,7 +28,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -42,7 +42,7 @@ from .inputs.readers import read_units
 from .inputs.units import ImageColumns, WorkUnit, plan_units
 from .stages.images import decode_images
 from .stages.oscar import EncodeStage, EncodeVerifyStage, VerifyStage
-from .storage import write_json
+from .storage import check_output, write_json
 from .tables.delta import DeltaOutput
 from .tables.rows import RowBuilder
 from .tables.windows import CommitWindows, Tally
@@ -130,8 +130,14 @@ class ImagesJob(Job):
     config: ImagesConfig
 
     def units(self) -> list[WorkUnit]:
+        """The input's units; an input holding no file is refused (unless ``allow_empty``): an empty run
+        that reports success hides a wrong path."""
         cfg = self.config
-        return plan_units(cfg.input, cfg.storage, ImageColumns(cfg.image_column, cfg.key_column), cfg.group_size)
+        units = plan_units(cfg.input, cfg.storage, ImageColumns(cfg.image_column, cfg.key_column), cfg.group_size)
+        if not units and not cfg.allow_empty:
+            raise FileNotFoundError(f"no images found in {cfg.input}: looked for image files, WebDataset .tar shards "
+                                    "and Parquet files under it (pass --allow-empty if an empty input is fine)")
+        return units
 
 
 def levels_of(model: ModelInfo, rates) -> tuple[int, ...] | None:
@@ -166,6 +172,7 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     """Runs (or resumes) ``job`` and writes ``run_manifest.json``; returns the summary."""
     t0 = time.time()
     cfg = job.config
+    check_output(cfg.output, cfg.storage)
     model = model_info(cfg.model, cfg.storage)
     plan = job.plan(model)
     out = DeltaOutput(cfg.output, cfg.storage)
@@ -193,6 +200,7 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     summary = {
         "images_ok": tally.ok, "images_failed": tally.failed, "units_done": len(todo), "units_skipped_already_done":
         skipped, "bitstream_bytes": tally.bytes, "mean_bpp_per_level": tally.mean_bpp(),
+        "mean_quality_per_level": tally.mean_quality(),
         "wall_seconds": round(time.time() - t0, 2), "rows_of_unfinished_units_deleted": healed,
         "windows_committed": out.next_window,
     }
@@ -237,10 +245,18 @@ def _dataset(plan: Plan, todo: list[WorkUnit], cfg: JobConfig, counter: Any) -> 
     per_item = max(plan.read_batch_size, math.ceil(files / (4 * max(1, actors))))
     items = [item for u in todo for item in u.to_items(per_item)]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), MAX_READ_BLOCKS)))
-    for step in plan.steps:
+    last_pool = max((i for i, s in enumerate(plan.steps) if s.pool is not None), default=None)
+    for i, step in enumerate(plan.steps):
+        if step.pool is not None and all(u.kind == "files" for u in todo):
+            # A small job's images would all fit one actor call, and its bar would sit at 0 until the
+            # end: its actors take a few images at a time (large jobs keep their batches).
+            small = max(1, math.ceil(files / (4 * max(1, step.pool.max_actors))))
+            step = replace(step, pool=replace(step.pool, batch_size=min(step.pool.batch_size, small)))
+        if i == last_pool and counter is not None:  # the bar moves as each actor call finishes
+            step = replace(step, stage=_Counted, kwargs={"stage": step.stage, "counter": counter, **step.kwargs})
         ds = apply_step(ds, step)
-    rows = ds.map_batches(_counted_rows, fn_kwargs={"build": plan.rows, "counter": counter}, batch_size=None,
-                          num_cpus=0.1, batch_format="pyarrow")
+    rows = ds.map_batches(table_rows, fn_kwargs={"build": plan.rows}, batch_size=None, num_cpus=0.1,
+                          batch_format="pyarrow")
     return rows.map_batches(write_files, fn_kwargs={"output_uri": cfg.output, "storage": cfg.storage},
                             batch_size=cfg.rows_per_file, batch_format="pyarrow", num_cpus=0.1)
 
@@ -260,12 +276,18 @@ def apply_step(ds: ray.data.Dataset, step: Step) -> ray.data.Dataset:
     )
 
 
-def _counted_rows(batch, build: RowBuilder, counter: Any):
-    """Per block: the job's table rows (:func:`~pipeline.tables.writer.table_rows`); bumps the
-    progress counter by the block's images."""
-    if counter is not None and batch.num_rows:
-        counter.add.remote(batch.num_rows)  # fire and forget: a lost update only slows the bar
-    return table_rows(batch, build)
+class _Counted:
+    """The plan's last actor stage, bumping the progress counter by each batch it finishes."""
+
+    def __init__(self, stage: type, counter: Any, **kwargs: Any) -> None:
+        self.stage = stage(**kwargs)
+        self.counter = counter
+
+    def __call__(self, batch):
+        out = self.stage(batch)
+        if batch.num_rows:
+            self.counter.add.remote(batch.num_rows)  # fire and forget: a lost update only slows the bar
+        return out
 
 
 def _receipts(ds: ray.data.Dataset) -> Iterator[dict[str, Any]]:
@@ -418,6 +440,32 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose  # one bar, this job's, unless --verbose
     ctx.enable_operator_progress_bars = verbose
+    if not verbose:
+        logging.getLogger("ray.data._internal.issue_detection.issue_detector_manager").addFilter(_MemoryWarningOnce())
+
+
+class _MemoryWarningOnce(logging.Filter):
+    """Ray Data repeats its high-memory warning every 30 s, in terms of its own API (``memory=``):
+    pass the first, once, with what to do in this tool's terms, and drop the repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "To disable issue detection" in text:
+            return False
+        if "of memory per worker" not in text:
+            return True
+        if self.shown:
+            return False
+        self.shown = True
+        first = " ".join(text.strip().split("\n\n")[0].split())
+        record.msg, record.args = (f"{first} Each actor holds a model and a batch of images: if a node runs short "
+                                   "of memory, lower --batch-size or --actors (shown once; --verbose shows Ray's own "
+                                   "warnings)"), ()
+        return True
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import numpy as np
 from pyarrow import fs as pafs
 
-__all__ = ["StorageOptions", "resolve", "s3_settings", "delete_file", "write_bytes", "write_json", "write_png", "read_json", "read_text", "is_file"]
+__all__ = ["StorageOptions", "resolve", "s3_settings", "delete_file", "write_bytes", "write_json", "write_png", "read_json", "read_text", "is_file", "check_output"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,24 @@ def write_png(dir_uri: str, name: str, image: np.ndarray, storage: StorageOption
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     write_bytes(dir_uri, name, buf.getvalue(), storage)
+
+
+def check_output(uri: str, storage: StorageOptions | None = None) -> None:
+    """Refuses, in one line and before any work, an output that cannot be written: an existing file, a
+    path under a file, or a local folder this process may not write. (Object stores are checked by
+    the first write: a permission there is only known by trying.)"""
+    if urlparse(uri).scheme not in ("", "file"):
+        return
+    path = os.path.abspath(urlparse(uri).path if uri.startswith("file://") else uri)
+    if os.path.isfile(path):
+        raise NotADirectoryError(f"--output {uri} is a file: give a folder (new or a job's earlier output)")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise NotADirectoryError(f"--output {uri} lies under {parent}, which is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--output {uri}: {parent} is not writable by this user")
 
 
 def is_file(uri: str, storage: StorageOptions | None = None) -> bool:

@@ -95,3 +95,58 @@ def test_a_bomb_is_refused_in_one_line_without_pillows_warning(tmp_path, tiny_mo
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("oscar encode: error:"), run.stderr
     assert "over the limit" in lines[0]
+
+
+def test_bad_requests_are_refused_before_any_work(photos, tmp_path):
+    """An output that is a file or lies under one, an impossible target and an empty input end
+    in one line and exit 2, before a model or Ray is started (well under the 20 s a run would take)."""
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--input", str(photos), "--output", str(tmp_path / "a-file")], "is a file"),
+        (["--input", str(photos), "--output", str(tmp_path / "a-file" / "under")], "which is a file"),
+        (["--input", str(photos), "--output", str(tmp_path / "o1"), "--target", "ms_ssim>=1.5"], "between 0 and 1"),
+        (["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o2")], "no images found in"),
+    ]
+    for args, says in cases:
+        t0 = time.time()
+        line = one_line_error(run_job(["jobs.archive", *args, "--quiet"]), "archive")
+        assert says in line and time.time() - t0 < 20, line
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()  # nothing was written
+
+
+def test_an_empty_input_may_be_allowed(tmp_path):
+    from jobs import archive
+
+    (tmp_path / "empty").mkdir()
+    assert archive.main(["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "out"), "--allow-empty",
+                         "--quiet"]) == 0
+
+
+def test_the_oscar_command_checks_its_files_before_it_imports_torch(tmp_path):
+    code = ("import sys; from oscar_model.cli import main; rc = main(['encode', 'nope.png']); "
+            "assert rc == 2, rc; assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.strip() == "oscar encode: error: nope.png: no such file"
+
+
+def test_the_progress_bar_moves_image_by_image_in_a_job_of_one_unit(tmp_path, tiny_model_dir):
+    """8 photos are one work unit: the bar counts images as the actors finish them, so it shows
+    counts between 0 and 8 rather than jumping from 0 to 8 at the end (the bar is polled twice a
+    second, so the test slows each actor call to a second; the real model takes about that)."""
+    import re
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    done = run_job(["jobs.archive", "--input", str(folder), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+                    "--rates", "L0", "--no-verify"], timeout=300,
+                   env={"OSCAR_FAULT": "sleep:encode:1"})  # each actor call takes a second: the bar can be read
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = {int(n) for n in re.findall(r"\b(\d+)/8 \[", done.stderr)}
+    assert len(counts - {0, 8}) >= 3, sorted(counts)
+    assert "8 images ok, 0 failed" in done.stdout

@@ -20,6 +20,9 @@ __all__ = ["QUALITY_METRICS", "psnr", "ms_ssim_rgb", "perceptual_metrics", "perc
 
 QUALITY_METRICS = {"psnr": +1, "ms_ssim": +1, "lpips": -1, "dists": -1}
 """The quality metrics every table carries: +1 where higher is better, -1 where lower is."""
+METRIC_RANGES = {"psnr": (0.0, None), "ms_ssim": (0.0, 1.0), "lpips": (0.0, 1.0), "dists": (0.0, 1.0)}
+"""The values each metric can take (None: unbounded): a quality target outside them can never be met
+(PSNR is infinite only for an identical image, so a target bar is finite)."""
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

@@ -39,7 +39,7 @@ def load_codec(model: Any, device: str | None, options: CodecOptions | None = No
 
     from oscar_model import ModelInfo, OscarCodec
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(options.threads if options is not None and options.threads else 1)
     if isinstance(model, OscarCodec):
         return model
     path = model.path if isinstance(model, ModelInfo) else model

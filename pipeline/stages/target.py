@@ -30,7 +30,7 @@ import numpy as np
 from oscar_model.options import CodecOptions
 
 from ..batch import Batch, column, error_of, measurement, with_columns
-from .metrics import QUALITY_METRICS
+from .metrics import METRIC_RANGES, QUALITY_METRICS
 from .oscar import EncodeStage, pixels_of
 
 __all__ = ["QualityTarget", "cheapest_meeting", "TargetStage"]
@@ -53,6 +53,10 @@ class QualityTarget:
         if op != want:
             raise ValueError(f"--target {text!r}: {metric} is better when {'higher' if want == '>=' else 'lower'}; "
                              f"write {metric}{want}{value:g}")
+        lo, hi = METRIC_RANGES[metric]
+        if value <= lo or (hi is not None and value > hi):
+            where = f"between {lo:g} and {hi:g}" if hi is not None else f"above {lo:g}"
+            raise ValueError(f"--target {text!r}: {metric} takes values {where}; give a bar inside that range")
         return cls(metric, value)
 
     @property

@@ -30,6 +30,8 @@ class Tally:
     failed: int = 0
     bytes: int = 0
     bpp: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
+    quality: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0, 0.0, 0]))
+    """Per level: PSNR sum and count, MS-SSIM sum and count, over the model's measured streams."""
 
     def add(self, receipt: dict[str, Any]) -> None:
         self.ok += receipt["ok"]
@@ -38,6 +40,18 @@ class Tally:
         for level, (total, n) in receipt["bpp"].items():
             self.bpp[int(level)][0] += total
             self.bpp[int(level)][1] += n
+        for level, sums in receipt.get("quality", {}).items():
+            for k, v in enumerate(sums):
+                self.quality[int(level)][k] += v
+
+    def mean_quality(self) -> dict[int, dict[str, float]]:
+        """Per level: mean PSNR and MS-SSIM of the streams measured (levels with none left out)."""
+        out = {}
+        for level, (psnr, n_psnr, ms_ssim, n_ms_ssim) in sorted(self.quality.items()):
+            if n_psnr or n_ms_ssim:
+                out[level] = {"psnr": round(psnr / n_psnr, 2) if n_psnr else None,
+                              "ms_ssim": round(ms_ssim / n_ms_ssim, 4) if n_ms_ssim else None}
+        return out
 
     def mean_bpp(self) -> dict[int, float]:
         return {lvl: round(t / n, 5) for lvl, (t, n) in sorted(self.bpp.items()) if n}

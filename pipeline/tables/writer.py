@@ -42,6 +42,8 @@ RECEIPT = pa.schema([
     ("sizes", pa.list_(pa.struct([("unit_id", pa.string()), ("size", pa.int64())]))),
     ("ok", pa.int64()), ("failed", pa.int64()), ("bytes", pa.int64()),
     ("bpp", pa.list_(pa.struct([("rate_level", pa.int16()), ("total", pa.float64()), ("n", pa.int64())]))),
+    ("quality", pa.list_(pa.struct([("rate_level", pa.int16()), ("psnr", pa.float64()), ("psnr_n", pa.int64()),
+                                    ("ms_ssim", pa.float64()), ("ms_ssim_n", pa.int64())]))),
 ])
 """A write task's one output row. ``files[].stats`` is the add action's statistics in the JSON
 form the Delta protocol itself stores them in (``numRecords``, ``minValues``, ...)."""
@@ -144,8 +146,14 @@ def _receipt(batch: pa.Table, files: list[dict[str, Any]]) -> pa.Table:
     streams = batch.filter(pc.equal(batch.column("table"), "bitstreams"))
     bpp = pa.table({"rate_level": streams.column("rate_level"), "bpp": streams.column("bpp")}).group_by(
         "rate_level").aggregate([("bpp", "sum"), ("bpp", "count")]).rename_columns(["rate_level", "total", "n"])
+    levels = batch.filter(pc.and_(pc.is_in(batch.column("mode"), pa.array(["sweep", "target"])),
+                                  pc.is_valid(batch.column("rate_level"))))  # the model's own levels' measurements
+    quality = pa.table({"rate_level": levels.column("rate_level"), "psnr": levels.column("psnr"),
+                        "ms_ssim": levels.column("ms_ssim")}).group_by("rate_level").aggregate(
+        [("psnr", "sum"), ("psnr", "count"), ("ms_ssim", "sum"), ("ms_ssim", "count")]) \
+        .rename_columns(["rate_level", "psnr", "psnr_n", "ms_ssim", "ms_ssim_n"])
     receipt = {
-        "files": [files], "seen": [seen],
+        "files": [files], "seen": [seen], "quality": [quality],
         "sizes": [pa.table({"unit_id": sized.column("unit_id"), "size": sized.column("unit_size")})],
         "ok": [counts.num_rows - failed], "failed": [failed],
         "bytes": [int(pc.sum(streams.column("n_bytes")).as_py() or 0)],
@@ -176,5 +184,7 @@ def receipts_of(batch: pa.Table) -> list[dict[str, Any]]:
         out.append({"files": r["files"], "seen": {s["unit_id"]: s["rows"] for s in r["seen"]},
                     "rows": {s["unit_id"]: (s["expected"], s["written"]) for s in r["seen"]},
                     "sizes": {s["unit_id"]: s["size"] for s in r["sizes"]}, "ok": r["ok"], "failed": r["failed"],
-                    "bytes": r["bytes"], "bpp": {b["rate_level"]: (b["total"], b["n"]) for b in r["bpp"]}})
+                    "bytes": r["bytes"], "bpp": {b["rate_level"]: (b["total"], b["n"]) for b in r["bpp"]},
+                    "quality": {q["rate_level"]: (q["psnr"] or 0.0, q["psnr_n"], q["ms_ssim"] or 0.0, q["ms_ssim_n"])
+                                for q in r["quality"]}})
     return out
