@@ -145,7 +145,7 @@ def add_common(p: argparse.ArgumentParser,
                         "table: this sizes the files (default 16384)")
     p.add_argument("--slice-images", type=int, default=16384,
                    help="run the work as Ray datasets of about this many images each (whole work units; a shard counts "
-                        "as 1024): bounds the driver's memory whatever the corpus size; each slice reloads the model in "
+                        "as 1024): bounds Ray Data's per-block statistics on the driver; each slice reloads the model in "
                         "its actors (default 16384)")
 
 

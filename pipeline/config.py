@@ -52,7 +52,7 @@ class JobConfig:
         verbose: Ray Data's own progress bars and logs too.
         slice_images: the plan runs as a sequence of Ray datasets of about this many images each
             (whole units; a shard counts as 1,024): Ray Data keeps per-block statistics on the driver
-            until a dataset ends, so this bounds the driver's memory. Each slice starts its actor
+            until a dataset ends, so this bounds what they cost. Each slice starts its actor
             pools anew (a model load per actor), so keep it large.
         codec: how every actor runs the codec (:class:`~oscar_model.options.CodecOptions`): the
             largest image an input or a stream may claim (``--max-pixels``, also applied when

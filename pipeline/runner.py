@@ -10,8 +10,8 @@ runner does the rest, once for every job::
     committed -> run the plan on Ray Data (read items -> each step -> table rows -> data files),
     committing a window every N units or T minutes -> commit the rest -> run_manifest.json -> summary
 
-Driver memory holds the plan (one entry per unit, not per image), what is in flight, one window
-and one slice's Ray Data bookkeeping: the plan runs as a sequence of datasets of at most
+Driver memory holds the plan (one entry per unit; a file group's lists its files), what is in
+flight, one window and one slice's Ray Data bookkeeping: the plan runs as a sequence of datasets of at most
 ``JobConfig.slice_images`` images each (:func:`slices`), because Ray Data keeps statistics for
 every block a dataset's operators produce on the driver until that dataset ends. The summary
 is added up from write receipts.

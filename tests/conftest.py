@@ -82,3 +82,29 @@ def photo() -> np.ndarray:
     from skimage import data
 
     return data.astronaut()[:200, :300].copy()
+
+
+def json_text_cells(output) -> dict[str, list[str]]:
+    """Every string cell of every table of a job's output that parses as a JSON object or list: the
+    tables hold typed columns, never JSON text (what a test asserts is empty)."""
+    import json
+
+    import pyarrow as pa
+
+    from pipeline.tables.delta import read_delta
+    from pipeline.tables.schema import ALL_TABLES
+
+    found: dict[str, list[str]] = {}
+    for table in ALL_TABLES:
+        rows = read_delta(str(output), table)
+        for field in rows.schema:
+            if not pa.types.is_string(field.type):
+                continue
+            for value in rows.column(field.name).to_pylist():
+                if isinstance(value, str) and value[:1] in "{[":
+                    try:
+                        json.loads(value)
+                    except ValueError:
+                        continue
+                    found.setdefault(f"{table}.{field.name}", []).append(value[:80])
+    return found

@@ -242,3 +242,9 @@ def test_the_report_renders_in_headless_chromium(audit_out, tmp_path):
     # Rendered, not blank: the plots and the crops put colour on much of the page.
     coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 40
     assert coloured.mean() > 0.05
+
+
+def test_an_audit_holds_no_json_text(audit_out):
+    from conftest import json_text_cells
+
+    assert json_text_cells(audit_out) == {}

@@ -255,3 +255,19 @@ def test_a_streamed_read_prunes_by_key_and_reads_older_files_with_nulls(tmp_path
     assert got == [{"image_id": "b150", "codec": "webp"}]
     assert len(opened) == 1 and opened[0].endswith(".parquet")  # the a-file's statistics rule it out
     assert groups == [1]  # and of the b-file's three row groups (b000-b099, b100-b199, b200-b299), two
+
+
+def test_the_json_text_check_finds_json_text(tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from conftest import json_text_cells
+    from pipeline.tables.delta import DeltaOutput
+    from pipeline.tables.schema import ERRORS
+
+    out = DeltaOutput(str(tmp_path / "out"))
+    out.create_tables()
+    row = {"source_uri": "a.png", "image_id": None, "stage": "read", "error_type": "E", "message": '{"kind": "json"}',
+           "unit_id": "u"}
+    write_deltalake(str(tmp_path / "out" / "errors"), pa.Table.from_pylist([row], schema=ERRORS), mode="append")
+    assert json_text_cells(tmp_path / "out") == {"errors.message": ['{"kind": "json"}']}

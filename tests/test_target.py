@@ -150,3 +150,10 @@ def test_the_report_of_a_target_archive_shows_the_chosen_levels(archives):
     assert audit.main(["--report-only", "--output", str(archives["target"])]) == 0
     page = (archives["target"] / "report.html").read_text()
     assert "Quality target ms_ssim&gt;=0.88" in page and 'alt="chosen levels"' in page
+
+
+def test_an_archive_at_a_target_holds_no_json_text(archives):
+    from conftest import json_text_cells
+
+    for output in archives.values():
+        assert json_text_cells(output) == {}
