@@ -264,9 +264,9 @@ def test_a_streamed_read_prunes_by_key_and_reads_older_files_with_nulls(tmp_path
 
 def test_the_json_text_check_finds_json_text(tmp_path):
     import pyarrow as pa
+    from conftest import json_text_cells
     from deltalake import write_deltalake
 
-    from conftest import json_text_cells
     from pipeline.tables.delta import DeltaOutput
     from pipeline.tables.schema import ERRORS
 
