@@ -33,7 +33,7 @@ import pyarrow as pa
 from oscar_model.images import without_reprs
 
 __all__ = ["ERROR", "STREAM", "MEASUREMENT", "TARGET", "COLUMNS", "MEASURED", "Batch", "column", "with_columns",
-           "table_of", "error_of", "ok_rows", "measurement"]
+           "table_of", "error_of", "ok_rows", "empty_batch", "measurement"]
 
 ERROR = pa.struct([("stage", pa.string()), ("type", pa.string()), ("message", pa.string())])
 """Why a row failed: the stage, the exception's type, its message (object addresses taken out)."""
@@ -89,6 +89,10 @@ def table_of(rows: Iterable[dict[str, Any]], names: Sequence[str]) -> Batch:
     rows = list(rows)
     return pa.table({c: pa.array([r.get(c) for r in rows], type=COLUMNS[c]) for c in names},
                     schema=pa.schema([(c, COLUMNS[c]) for c in names]))
+
+
+def empty_batch(names: Sequence[str]) -> Batch:
+    return pa.schema([(c, COLUMNS[c]) for c in names]).empty_table()
 
 
 def error_of(stage: str, exc: BaseException | str, error_type: str | None = None) -> dict[str, str]:

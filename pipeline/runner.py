@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from oscar_model.model_info import ModelInfo
 
-from .batch import error_of, table_of
+from .batch import table_of
 from .config import ActorConfig, ImagesConfig, JobConfig
 from .faults import FAULT_ENV, TRACE_ENV
 from .inputs.model_cache import model_info
@@ -359,6 +359,8 @@ class _Commits:
 
     def _commit_lost(self) -> None:
         """An error row completes each lost unit, whatever part of it arrived before."""
+        from .batch import error_of
+
         lost = [{"unit_id": u, "unit_size": self.windows.seen.get(u, 0) + 1, "source_uri": uri,
                  "error": error_of("read", "the unit's rows never all came back; rerun after deleting its rows "
                                    "to retry", "LostWork")} for u, (_, uri) in sorted(self.remaining.items())]

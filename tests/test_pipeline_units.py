@@ -234,16 +234,3 @@ def test_a_unit_is_complete_only_once_every_table_row_of_it_is_in_a_received_fil
     assert windows.complete("u")
     files, units, _, _ = windows.take()
     assert units == {"u": 1} and sum(f["rows"] for f in files["bitstreams"]) == 2
-
-
-def test_a_measurement_is_a_metrics_row_less_its_image():
-    """metrics_rows carries a MEASUREMENT's fields across by name and fills the others with nulls:
-    the two must name the same columns with the same types, or a metric would be written as null."""
-    import pyarrow as pa
-
-    from pipeline.batch import MEASUREMENT
-    from pipeline.tables.schema import METRICS
-
-    image = {"image_id", "source_uri", "width", "height", "unit_id"}
-    assert [(f.name, f.type) for f in METRICS if f.name not in image] == [(f.name, f.type) for f in MEASUREMENT]
-    assert pa.types.is_struct(MEASUREMENT)

@@ -25,8 +25,9 @@ def target_summary(output_uri: str, storage: StorageOptions | None) -> dict[str,
     met_levels: dict[int, int] = {}
     chosen: dict[int, int] = {}
     level_bytes: dict[int, int] = {}
+    kept = pc.field("chosen") == True  # noqa: E712 - an Arrow expression, not a Python comparison
     for b in scan_delta(output_uri, "bitstreams", storage, columns=["rate_level", "n_bytes", "chosen", "target_met", "target"],
-                        where=pc.field("chosen")):  # the kept streams (null: archived without a target)
+                        where=kept):
         if not b.num_rows:
             continue
         target = target or pc.min(b.column("target")).as_py()

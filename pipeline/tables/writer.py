@@ -132,11 +132,14 @@ def write_files(batch: pa.Table, output_uri: str, storage: StorageOptions | None
 def _receipt(batch: pa.Table, files: list[dict[str, Any]]) -> pa.Table:
     """What the driver needs from a write: files, rows per unit, unit sizes, summary counters."""
     counts = batch.filter(pc.equal(batch.column("image_rows"), 1))
-    # Per unit: in-flight rows (count rows), table rows announced (their unit_rows), table rows here.
-    seen = pa.table({"unit_id": batch.column("unit_id"), "rows": pc.cast(batch.column("image_rows"), pa.int64()),
-                     "expected": pc.fill_null(batch.column("unit_rows"), 0),
-                     "written": pc.cast(pc.not_equal(batch.column("table"), ""), pa.int64())}) \
-        .group_by("unit_id").aggregate([("rows", "sum"), ("expected", "sum"), ("written", "sum")]) \
+    written = batch.filter(pc.not_equal(batch.column("table"), ""))
+    zeros, ones = pa.array([0] * written.num_rows, pa.int64()), pa.array([1] * written.num_rows, pa.int64())
+    seen = pa.table({
+        "unit_id": pa.concat_arrays([counts.column("unit_id").combine_chunks(), written.column("unit_id").combine_chunks()]),
+        "rows": pa.concat_arrays([pc.cast(counts.column("image_rows"), pa.int64()).combine_chunks(), zeros]),
+        "expected": pa.concat_arrays([counts.column("unit_rows").combine_chunks(), zeros]),
+        "written": pa.concat_arrays([pa.array([0] * counts.num_rows, pa.int64()), ones]),
+    }).group_by("unit_id").aggregate([("rows", "sum"), ("expected", "sum"), ("written", "sum")]) \
         .rename_columns(["unit_id", "rows", "expected", "written"])
     sized = counts.filter(pc.greater(counts.column("unit_size"), 0))
     failed = int(pc.sum(pc.cast(counts.column("image_failed"), pa.int64())).as_py() or 0)
