@@ -34,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", action="store_true", help="also write reconstructions as PNG under <output>/images")
     p.add_argument("--target", default=None,
                    help="keep each image at the cheapest level whose decode meets this: ms_ssim>=0.9, psnr>=30, "
-                        "lpips<=0.2 or dists<=0.15 (the last two where their weights are installed); --rates then names "
-                        "the candidate levels")
+                        "ssimulacra2>=60, flip<=0.1, butteraugli<=3 (where libjxl's tool is installed), lpips<=0.2 or "
+                        "dists<=0.15 (where their weights are installed); --rates then names the candidate levels")
+    p.add_argument("--codecs", default=None,
+                   help="with --target: the model and classical codecs that compete per image, e.g. "
+                        "oscar-tiny,avif,jxl (also downscaled: avif@1/2); each image keeps the smallest file that meets "
+                        "the target, whichever codec wrote it (default: the model alone)")
     p.add_argument("--max-bpp", type=float, default=None,
                    help="with --target: only levels at or below this many bits per pixel (per image) are candidates")
     p.add_argument("--keep-all", action="store_true",
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     cfg = ArchiveConfig(**cli.input_config(args), rates=cli.parse_rates(args.rates), verify=not args.no_verify,
                         images=args.images, target=args.target, max_bpp=args.max_bpp, keep_all=args.keep_all,
+                        codecs=tuple(c.strip() for c in (args.codecs or "").split(",") if c.strip()),
                         **cli.common_config(args))
     cli.run_cli("archive", cfg, run_archive, args.quiet)
     return 0

@@ -1,8 +1,8 @@
-"""Audit a corpus: OSCAR at every rate against JPEG, WebP and AVIF: BD-rates, RD curves, crops.
+"""Audit a corpus: OSCAR at every rate against JPEG, WebP, AVIF and JPEG XL: BD-rates, RD curves, crops.
 
 Usage:
     python -m jobs.audit --input s3://bucket/photos --output s3://bucket/audit \
-        --codecs oscar-tiny,jpeg,webp,avif --rates 0.03,0.125
+        --codecs oscar-tiny,jpeg,webp,avif,jxl,avif@1/4 --rates 0.03,0.125
 
 With no --input it audits scikit-image's sample photos (none of them in Kodak or BSDS500).
 
@@ -25,9 +25,11 @@ from pipeline.audit import AuditConfig, rebuild_report, run_audit
 def build_parser() -> argparse.ArgumentParser:
     p = cli.job_parser("python -m jobs.audit", __doc__)
     cli.add_input(p)
-    p.add_argument("--codecs", default="oscar-tiny,jpeg,webp,avif",
-                   help="comma-separated: the --model's name and any of jpeg, webp, avif; each classical codec is "
-                        "matched per image to the bpp OSCAR reached (default oscar-tiny,jpeg,webp,avif)")
+    p.add_argument("--codecs", default="oscar-tiny,jpeg,webp,avif,jxl",
+                   help="comma-separated: the --model's name and any of jpeg, webp, avif, jxl, each also as CODEC@1/K "
+                        "(avif@1/4: encoded at 1/K of each side, upscaled back with Lanczos, to reach rates below the "
+                        "codec's floor); each classical codec is run over its quality sweep and matched per image to "
+                        "the bpp OSCAR reached (default oscar-tiny,jpeg,webp,avif,jxl)")
     p.add_argument("--rates", default=None,
                    help="comma-separated OSCAR levels as bpp (nearest level) or L<i>; default: the whole ladder "
                         "(BD-rates need at least two)")

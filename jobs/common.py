@@ -64,7 +64,8 @@ def common_config(args: argparse.Namespace) -> dict:
             "commit_units": args.commit_units, "commit_minutes": args.commit_minutes, "rows_per_file": args.rows_per_file,
             "slice_images": args.slice_images,
             "ray_address": args.ray_address, "verbose": args.verbose,
-            "codec": CodecOptions.from_args(args), **pool_options(args)}
+            "codec": CodecOptions.from_args(args), **pool_options(args),
+            **({"metrics": parse_metrics(args.metrics)} if args.metrics else {})}  # else the job's own default
 
 
 def resolve_output(output: str) -> str:
@@ -131,6 +132,11 @@ def add_common(p: argparse.ArgumentParser,
     p.add_argument("--region", default=None, help="S3 region (default: $AWS_DEFAULT_REGION)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_codec_arguments(p)
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated quality metrics measured on every decode: psnr, ms_ssim, ssimulacra2, flip, "
+                        "butteraugli, lpips, dists, or 'all' (every one that runs here). Default: all for the audit, "
+                        "psnr,ms_ssim for archive and redecode (the perceptual ones cost about a second per megapixel "
+                        "each); a --target's metric is always measured")
     p.add_argument("--verbose", action="store_true", help="Ray's own progress bars and logs as well as this job's")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster to run on (host:port, ray://host:10001); 'local' starts a fresh local Ray "
@@ -147,6 +153,13 @@ def add_common(p: argparse.ArgumentParser,
                    help="run the work as Ray datasets of about this many images each (whole work units; a shard counts "
                         "as 1024): bounds Ray Data's per-block statistics on the driver; each slice reloads the model in "
                         "its actors (default 16384)")
+
+
+def parse_metrics(text: str | None) -> tuple[str, ...] | None:
+    """``--metrics psnr,ms_ssim`` -> the names (checked by the job's plan); None: every one available."""
+    if text is None or text.strip() == "all":
+        return None
+    return tuple(m.strip().replace("-", "_") for m in text.split(",") if m.strip())
 
 
 def actor_config(args: argparse.Namespace, decode: bool = False) -> ActorConfig:
@@ -210,9 +223,16 @@ def _target_lines(t: dict | None) -> list[str]:
               f"bytes: {100 * t['saving']:.1f}% saved" if fixed else "no fixed level meets it on as many images")
     images = t["images"] or 1
     kept = ", ".join(f"L{lv} {100 * n / images:.0f}%" for lv, n in t["chosen_levels"].items()) or "-"
-    return [f"target {t['target']}: met on {t['met']} of {t['images']} images ({100 * t['share_met']:.1f}%); "
-            f"{t['decodes_per_image']} decodes per image; {versus}",
-            f"levels kept: {kept} of the images"]
+    lines = [f"target {t['target']}: met on {t['met']} of {t['images']} images ({100 * t['share_met']:.1f}%); "
+             f"{t['decodes_per_image']} decodes per image; {versus}",
+             f"levels kept: {kept} of the images"]
+    mix = t.get("codecs")
+    if mix:
+        shares = ", ".join(f"{c} {100 * n / images:.0f}%" for c, n in mix["kept"].items())
+        alone = "; ".join(f"{c} alone {e['bytes']:,} bytes, met on {e['met']}" for c, e in mix["alone"].items())
+        lines += [f"codecs kept: {shares} of the images; the mix: {t['bytes']:,} bytes, met on {t['met']}; {alone}",
+                  f"met only thanks to the mix: {mix['met_only_thanks_to_the_mix']} images"]
+    return lines
 
 
 def print_summary(job: str, output: str, summary: dict) -> None:

@@ -7,7 +7,8 @@ Usage:
 Stages run in order (``--stages`` picks a subset): 0 autoencoder, 1 hyper-encoders,
 calib (rate -> pseudo-timestep), 2 denoiser, 2b tune (stage 2 at a lower learning rate,
 weighted to the levels and the metric users compare), 2c polish (weighted harder still to the
-top levels), stats (entropy tables), export. Every stage checkpoints into ``--workdir`` every
+top levels), stats (entropy tables), 2p perceptual (the denoiser alone against washed-out
+colour; ``--start-from`` a finished model to fine-tune it), export. Every stage checkpoints into ``--workdir`` every
 few minutes; running the same command again resumes where it stopped and skips finished
 stages. The recipe itself is :mod:`oscar_model.train.recipe`.
 """
@@ -45,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tune-steps", "--rf-steps", type=int, default=b.tune_steps)
     p.add_argument("--polish-minutes", "--po-minutes", type=float, default=b.polish_minutes, help="stage 2c (polish) wall budget")
     p.add_argument("--polish-steps", "--po-steps", type=int, default=b.polish_steps)
+    p.add_argument("--perceptual-minutes", type=float, default=b.perceptual_minutes, help="stage 2p (perceptual) wall budget")
+    p.add_argument("--perceptual-steps", type=int, default=b.perceptual_steps)
+    p.add_argument("--start-from", default=None,
+                   help="a finished model folder that stage 2p fine-tunes (instead of this run's codec_final)")
     p.add_argument("--export", default="oscar_model/weights/oscar-tiny", help="where the final model is written")
     return p.parse_args(argv)
 
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     run = TrainingRun(
         data=args.data, workdir=Path(args.workdir), export=Path(args.export),
         device=torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")), seed=args.seed,
+        start_from=Path(args.start_from) if args.start_from else None,
         budgets=budgets, command="python -m jobs.train " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
     run_training(run, stages)

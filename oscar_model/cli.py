@@ -80,26 +80,31 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from .bitstream import BitstreamError, unpack
+    from .images import classical_format, decode_classical_file
 
     inputs = _existing(args.input)
     CodecOptions.from_args(args)
+    classical = {p: fmt for p in inputs if (fmt := classical_format(p.read_bytes()[:32]))}
     many = len(inputs) > 1 or (args.output is not None and args.output.endswith("/"))
     out_dir = Path(args.output) if many and args.output else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     elif len(inputs) > 1 and args.output:
         raise ValueError("with several inputs, -o must be a folder (end it with /)")
-    if not many:
+    if not many and not classical:
         unpack(inputs[0].read_bytes())  # a malformed file fails before the model is loaded
     t_load = time.perf_counter()
-    codec = _load_codec(args)
+    codec = _load_codec(args) if len(classical) < len(inputs) else None  # a mixed archive's classical files need none
     load_s = time.perf_counter() - t_load
     failed = 0
     for path in inputs:
         target = (out_dir / path.with_suffix(".png").name) if out_dir else Path(args.output or path.with_suffix(".png"))
         t0 = time.perf_counter()
         try:
-            (image,) = codec.decode([path.read_bytes()], timestep=args.timestep)
+            if path in classical:
+                image = decode_classical_file(path.read_bytes(), classical[path])
+            else:
+                (image,) = codec.decode([path.read_bytes()], timestep=args.timestep)
         except (BitstreamError, OSError, ValueError) as e:
             if not many:
                 raise
@@ -107,7 +112,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             print(f"oscar decode: error: {path}: {one_line(e)}", file=sys.stderr)
             continue
         Image.fromarray(image).save(target)
-        print(f"{path} -> {target} ({image.shape[1]}x{image.shape[0]}) in {time.perf_counter() - t0:.2f} s")
+        kind = f" ({classical[path]} file, decoded by Pillow)" if path in classical else ""
+        print(f"{path} -> {target} ({image.shape[1]}x{image.shape[0]}){kind} in {time.perf_counter() - t0:.2f} s")
     total = time.perf_counter() - _STARTED
     print(f"{len(inputs) - failed} of {len(inputs)} decoded in {total:.1f} s since the command started "
           f"(imports and model load {load_s + (t_load - _STARTED):.1f} s)")

@@ -146,3 +146,32 @@ def same_size_batches(arrays: Sequence[np.ndarray], batch_size: int) -> list[lis
         by_size[a.shape[:2]].append(i)
     return [members[s : s + batch_size] for members in by_size.values() for s in range(0, len(members), batch_size)]
 
+
+CLASSICAL_SIGNATURES = (
+    (b"\xff\xd8\xff", 0, "JPEG"), (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"WEBP", 8, "WebP"), (b"ftypavif", 4, "AVIF"),
+    (b"ftypavis", 4, "AVIF"), (b"\xff\x0a", 0, "JPEG XL"), (b"\x00\x00\x00\x0cJXL \r\n\x87\n", 0, "JPEG XL"),
+)
+"""(magic bytes, offset, format) of the image files a mixed archive may hold beside OSCAR streams."""
+
+
+def classical_format(head: bytes) -> str | None:
+    """The image format whose magic bytes ``head`` starts with (JPEG, PNG, WebP, AVIF, JPEG XL), else None."""
+    for magic, offset, name in CLASSICAL_SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def decode_classical_file(data: bytes, fmt: str) -> np.ndarray:
+    """RGB pixels of a classical image file (a mixed archive's), decoded by Pillow.
+
+    JPEG XL needs the ``pillow-jxl-plugin`` package; without it the error names the tools that
+    can decode the file. A file stored downscaled (``avif@1/2``) decodes at its stored size; the
+    archive's ``width`` and ``height`` say the size to upscale it to.
+    """
+    if fmt == "JPEG XL":
+        try:
+            import pillow_jxl  # noqa: F401  (registers JPEG XL with Pillow)
+        except ImportError:
+            raise ValueError("a JPEG XL file: install pillow-jxl-plugin, or decode it with libjxl's djxl") from None
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

@@ -14,7 +14,7 @@ from oscar_model.model_info import ModelInfo
 from .batch import Batch
 from .config import ImagesConfig
 from .runner import ImagesJob, Plan, Step, encode_steps, levels_of, read_image_steps, run_job
-from .stages.metrics import perceptual_available
+from .stages.metrics import chosen_metrics
 from .stages.target import QualityTarget, TargetStage
 from .tables.rows import bitstream_rows, error_rows, metrics_rows
 
@@ -28,10 +28,15 @@ class ArchiveConfig(ImagesConfig):
         verify: decode every stream and measure PSNR / MS-SSIM against the source.
         images: also write the reconstructions as PNG under ``<output>/images``.
         target: keep each image at the cheapest level whose decode meets this quality target
-            (``ms_ssim>=0.9``, ``psnr>=30``, ``lpips<=0.2``, ``dists<=0.15``; :mod:`pipeline.stages.target`);
+            (``ms_ssim>=0.9``, ``psnr>=30``, ``ssimulacra2>=60``, ``flip<=0.1``, ``butteraugli<=3``,
+            ``lpips<=0.2``, ``dists<=0.15``; :mod:`pipeline.stages.target`);
             ``rates`` then names the candidate levels (None: the whole ladder).
         max_bpp: with ``target``, only levels at or below this bpp (per image) are candidates.
         keep_all: with ``target``, also keep the other levels' streams (``chosen`` says which is kept).
+        codecs: with ``target``, classical codecs that compete with the model per image (``avif``,
+            ``jxl``, ``avif@1/2``, ...): each image keeps the smallest file that meets the target,
+            whichever codec wrote it (:class:`~pipeline.stages.target.TargetStage`). Empty: the
+            model alone.
     """
 
     rates: tuple[float | int, ...] | None = None
@@ -40,6 +45,8 @@ class ArchiveConfig(ImagesConfig):
     target: str | None = None
     max_bpp: float | None = None
     keep_all: bool = False
+    codecs: tuple[str, ...] = ()
+    metrics: tuple[str, ...] | None = ("psnr", "ms_ssim")
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,10 @@ class ArchiveRows:
 
     model_id: str
     nominal_bpp: dict[int, float]
+    model_name: str
 
     def __call__(self, batch: Batch) -> dict[str, pa.Table]:
-        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model_id, self.nominal_bpp),
+        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model_id, self.nominal_bpp, self.model_name),
                 "metrics": metrics_rows(batch, "oscar_metrics")}
 
 
@@ -63,20 +71,22 @@ class ArchiveJob(ImagesJob):
         cfg = self.config
         levels = levels_of(model, cfg.rates)
         if cfg.target is None:
-            if cfg.max_bpp is not None or cfg.keep_all:
-                raise ValueError("--max-bpp and --keep-all go with --target")
+            if cfg.max_bpp is not None or cfg.keep_all or cfg.codecs:
+                raise ValueError("--max-bpp, --keep-all and --codecs go with --target")
             work = encode_steps(cfg, model, levels, cfg.verify, cfg.images_uri(cfg.images))
         else:
             target = QualityTarget.parse(cfg.target)
             if not cfg.verify or cfg.images or cfg.refine_steps:
                 raise ValueError("--target decodes and measures each image itself: drop --no-verify, --images and --refine")
-            if target.metric in ("lpips", "dists") and not perceptual_available()[target.metric]:
-                raise ValueError(f"--target {cfg.target}: {target.metric} cannot be measured here (install the "
-                                 "'perceptual' extra and put its backbone weights on every node)")
+            try:
+                metrics = chosen_metrics(cfg.metrics, (target.metric,))
+            except ValueError as e:
+                raise ValueError(f"--target {cfg.target}: {e}") from None
             work = (Step(TargetStage, {"model": model, "target": cfg.target, "levels": levels, "device": cfg.device,
-                                       "max_bpp": cfg.max_bpp, "keep_all": cfg.keep_all,
+                                       "max_bpp": cfg.max_bpp, "keep_all": cfg.keep_all, "metrics": metrics,
+                                       "codecs": classical_rivals(cfg.codecs, model.name),
                                        "batch_size": cfg.encode.batch_size, "options": cfg.codec}, pool=cfg.encode),)
-        return Plan(self.units(), read_image_steps(cfg) + work, ArchiveRows(model.model_id, model.nominal_bpp),
+        return Plan(self.units(), read_image_steps(cfg) + work, ArchiveRows(model.model_id, model.nominal_bpp, model.name),
                     read_batch_size=cfg.read_batch_size)
 
     def summary_extra(self, model: ModelInfo) -> dict[str, Any]:
@@ -84,6 +94,27 @@ class ArchiveJob(ImagesJob):
 
         cfg = self.config
         return {"target": target_summary(cfg.output, cfg.storage)} if cfg.target else {}
+
+
+def classical_rivals(codecs: tuple[str, ...], model_name: str) -> tuple[str, ...]:
+    """The classical codecs of ``--codecs`` (which must name the model too, as the audit's does),
+    each checked: known, and encodable by this Pillow."""
+    from .stages.classic import available_codecs, is_classic, parse_codec
+
+    if not codecs:
+        return ()
+    unknown = [c for c in codecs if c != model_name and not is_classic(c)]
+    if unknown:
+        raise ValueError(f"--codecs: unknown {unknown}; give the model ({model_name}) and any of jpeg, webp, avif, jxl, "
+                         "each optionally downscaled as CODEC@1/K")
+    if model_name not in codecs:
+        raise ValueError(f"--codecs {','.join(codecs)}: name the model too ({model_name},{','.join(codecs)}); its "
+                         "levels are always candidates")
+    rivals = tuple(c for c in codecs if c != model_name)
+    missing = sorted({parse_codec(c)[0] for c in rivals} - set(available_codecs()))
+    if missing:
+        raise ValueError(f"--codecs: this Pillow cannot encode {missing} (jxl needs the pillow-jxl-plugin package)")
+    return rivals
 
 
 def run_archive(cfg: ArchiveConfig, progress: bool = True) -> dict[str, Any]:

@@ -16,7 +16,14 @@ from .config import ActorConfig, ImagesConfig
 from .report.bd_rate import bd_rate_rows
 from .report.page import write_report
 from .runner import ImagesJob, Plan, Step, encode_steps, levels_of, read_image_steps, run_job
-from .stages.classic import CLASSIC_CODECS, ClassicCodecStage, available_codecs
+from .stages.classic import (
+    CLASSIC_CODECS,
+    ClassicCodecStage,
+    available_codecs,
+    is_classic,
+    parse_codec,
+)
+from .stages.metrics import chosen_metrics
 from .tables.rows import bitstream_rows, error_rows, metrics_rows
 
 __all__ = ["AuditConfig", "AuditJob", "AuditRows", "run_audit", "rebuild_report"]
@@ -25,13 +32,14 @@ __all__ = ["AuditConfig", "AuditJob", "AuditRows", "run_audit", "rebuild_report"
 @dataclass(frozen=True, kw_only=True)
 class AuditConfig(ImagesConfig):
     """Attributes (besides :class:`~pipeline.config.ImagesConfig`'s):
-        codecs: the --model's name and any of "jpeg", "webp", "avif"; each classical codec is run
-            over its quality sweep and matched per image to the bpp OSCAR reached at each level.
+        codecs: the --model's name and any of "jpeg", "webp", "avif", "jxl", each also downscaled as
+            "avif@1/4" (resized to 1/K of each side, upscaled back with Lanczos); each classical codec
+            is run over its quality sweep and matched per image to the bpp OSCAR reached at each level.
         rates: OSCAR levels as bpp or level index; None = the whole ladder.
         classic_cpus: CPUs of the one classical-codec actor.
     """
 
-    codecs: tuple[str, ...] = ("oscar-tiny", "jpeg", "webp", "avif")
+    codecs: tuple[str, ...] = ("oscar-tiny", "jpeg", "webp", "avif", "jxl")
     rates: tuple[float | int, ...] | None = None
     classic_cpus: float = 0.5
 
@@ -46,7 +54,7 @@ class AuditRows:
 
     def __call__(self, batch: Batch) -> dict[str, pa.Table]:
         metrics = pa.concat_tables([metrics_rows(batch, "oscar_metrics"), metrics_rows(batch, "classic_metrics")])
-        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model.model_id, self.model.nominal_bpp),
+        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model.model_id, self.model.nominal_bpp, self.model.name),
                 "metrics": metrics, "bd_rates": bd_rate_rows(metrics, self.model.name)}
 
 
@@ -57,17 +65,18 @@ class AuditJob(ImagesJob):
     def plan(self, model: ModelInfo) -> Plan:
         cfg = self.config
         levels = levels_of(model, cfg.rates)
-        unknown = [c for c in cfg.codecs if c not in CLASSIC_CODECS and c != cfg.model and not c.startswith("oscar")]
+        unknown = [c for c in cfg.codecs if not is_classic(c) and c != cfg.model and not c.startswith("oscar")]
         if unknown:
-            raise ValueError(f"unknown codecs {unknown}; choose from {[cfg.model, *CLASSIC_CODECS]}")
-        missing = [c for c in cfg.codecs if c in CLASSIC_CODECS and c not in available_codecs()]
+            raise ValueError(f"unknown codecs {unknown}; choose from {[cfg.model, *CLASSIC_CODECS]}, each classical "
+                             "one optionally downscaled as CODEC@1/K (avif@1/2, jxl@1/4)")
+        classic = tuple(c for c in cfg.codecs if is_classic(c))
+        missing = sorted({parse_codec(c)[0] for c in classic} - set(available_codecs()))
         if missing:
-            raise ValueError(f"this Pillow build cannot encode {missing}")
-        classic = tuple(c for c in cfg.codecs if c in CLASSIC_CODECS)
+            raise ValueError(f"this Pillow build cannot encode {missing} (jxl needs the pillow-jxl-plugin package)")
         # One CPU actor for the classical codecs (they are fast; Pillow holds no model).
         classic_pool = ActorConfig(num_cpus=cfg.classic_cpus, batch_size=cfg.encode.batch_size)
         steps = (*read_image_steps(cfg), *encode_steps(cfg, model, levels, verify=True, keep_pixels=True),
-                 Step(ClassicCodecStage, {"codecs": classic}, pool=classic_pool))
+                 Step(ClassicCodecStage, {"codecs": classic, "metrics": chosen_metrics(cfg.metrics)}, pool=classic_pool))
         return Plan(self.units(), steps, AuditRows(model), read_batch_size=cfg.read_batch_size)
 
     def finish(self, summary: dict[str, Any], model: ModelInfo) -> None:

@@ -9,7 +9,7 @@ The columns, in the order the stages add them::
 
     a reader            unit_id, unit_size, source_uri, bytes, error
     decode_images       image_id, width, height, pixels (raw RGB bytes), reference   (drops bytes)
-    read_archive_file   image_id, width, height, rate_level, bitstream            (redecode's reader)
+    read_archive_file   image_id, width, height, rate_level, bitstream, codec     (redecode's reader)
     ArchiveDecodeStage  pixels, reference, from_level, archive_decode_ms          (drops bitstream)
     EncodeStage         streams: list<STREAM>, refine_steps
     VerifyStage         oscar_metrics: list<MEASUREMENT>                           (drops pixels)
@@ -37,28 +37,37 @@ __all__ = ["ERROR", "STREAM", "MEASUREMENT", "TARGET", "COLUMNS", "MEASURED", "B
 
 ERROR = pa.struct([("stage", pa.string()), ("type", pa.string()), ("message", pa.string())])
 """Why a row failed: the stage, the exception's type, its message (object addresses taken out)."""
-STREAM = pa.struct([("rate_level", pa.int16()), ("bitstream", pa.large_binary()), ("encode_ms", pa.float64())])
-"""One OSCAR stream of an image: its level, its bytes, and the time encoding at that level alone costs."""
-MEASURED = ("n_bytes", "bpp", "psnr", "ms_ssim", "lpips", "dists", "encode_ms", "decode_ms")
+STREAM = pa.struct([("rate_level", pa.int16()), ("bitstream", pa.large_binary()), ("encode_ms", pa.float64()),
+                    ("codec", pa.string()), ("setting", pa.string()), ("chosen", pa.bool_())])
+"""One stream of an image: its OSCAR level, its bytes, and the time encoding at that level alone
+costs. ``codec`` and ``setting`` are null for the model's own streams; a classical codec's file
+kept by a mixed archive (``--codecs``) names its codec (``avif``, ``jxl@1/2``) and setting
+(``quality 37``) and has no level. ``chosen``: at a target, whether it is the stream kept."""
+MEASURED = ("n_bytes", "bpp", "psnr", "ms_ssim", "ssimulacra2", "flip", "butteraugli", "lpips", "dists", "encode_ms",
+            "decode_ms")
 """A measurement's measured fields (the metrics table's): all null where a setting did not reach its target."""
 MEASUREMENT = pa.struct([
     ("codec", pa.string()), ("rate_level", pa.int16()), ("setting", pa.string()), ("mode", pa.string()),
     ("reached", pa.bool_()), ("n_bytes", pa.int64()), ("bpp", pa.float64()), ("psnr", pa.float64()),
-    ("ms_ssim", pa.float64()), ("lpips", pa.float64()), ("dists", pa.float64()), ("encode_ms", pa.float64()),
+    ("ms_ssim", pa.float64()), ("ssimulacra2", pa.float64()), ("flip", pa.float64()), ("butteraugli", pa.float64()),
+    ("lpips", pa.float64()), ("dists", pa.float64()), ("encode_ms", pa.float64()),
     ("decode_ms", pa.float64()), ("reference", pa.string()),
 ])
 """One codec setting on one image, as the metrics table records it: which codec and setting, how
 it was chosen (``mode``: sweep, matched, target, probe), and what it cost and measured."""
-TARGET = pa.struct([("spec", pa.string()), ("met", pa.bool_()), ("chosen_level", pa.int16()), ("decodes", pa.int16())])
-"""An image archived at a quality target: the target, whether any level met it, the level kept,
-and how many decodes the search cost."""
+TARGET = pa.struct([("spec", pa.string()), ("met", pa.bool_()), ("chosen_level", pa.int16()), ("decodes", pa.int16()),
+                    ("chosen_codec", pa.string())])
+"""An image archived at a quality target: the target, whether any candidate met it, the level
+kept (null when a classical codec's file was kept), how many decodes the search cost, and the
+codec kept (the model's name, or a classical codec's with ``--codecs``)."""
 
 COLUMNS: dict[str, pa.DataType] = {
     "unit_id": pa.string(), "unit_size": pa.int64(), "source_uri": pa.string(), "bytes": pa.large_binary(),
     "error": ERROR,
     "image_id": pa.string(), "width": pa.int32(), "height": pa.int32(), "pixels": pa.large_binary(),
     "reference": pa.string(),
-    "rate_level": pa.int16(), "bitstream": pa.large_binary(), "from_level": pa.int16(), "archive_decode_ms": pa.float64(),
+    "rate_level": pa.int16(), "bitstream": pa.large_binary(), "codec": pa.string(), "from_level": pa.int16(),
+    "archive_decode_ms": pa.float64(),
     "streams": pa.list_(STREAM), "refine_steps": pa.int16(),
     "oscar_metrics": pa.list_(MEASUREMENT), "classic_metrics": pa.list_(MEASUREMENT), "target": TARGET,
 }

@@ -54,6 +54,10 @@ class JobConfig:
             (whole units; a shard counts as 1,024): Ray Data keeps per-block statistics on the driver
             until a dataset ends, so this bounds what they cost. Each slice starts its actor
             pools anew (a model load per actor), so keep it large.
+        metrics: the quality metrics measured on every decode (``psnr``, ``ms_ssim``, ``ssimulacra2``,
+            ``flip``, ``butteraugli``, ``lpips``, ``dists``); None: every one that runs here (the
+            audit's default). The perceptual ones cost about a second per megapixel each on one core,
+            so the archive and redecode jobs measure PSNR and MS-SSIM unless told otherwise.
         codec: how every actor runs the codec (:class:`~oscar_model.options.CodecOptions`): the
             largest image an input or a stream may claim (``--max-pixels``, also applied when
             input images are read), ``--tile`` and ``--precision``.
@@ -73,6 +77,7 @@ class JobConfig:
     slice_images: int = 16384
     ray_address: str | None = None
     verbose: bool = False
+    metrics: tuple[str, ...] | None = None
     codec: CodecOptions = field(default_factory=CodecOptions)
 
     def images_uri(self, wanted: bool) -> str | None:

@@ -33,7 +33,8 @@ __all__ = ["RedecodeConfig", "RedecodeJob", "RedecodeRows", "run_redecode", "rea
            "archive_index"]
 
 _STREAM_COLUMNS = ["image_id", "source_uri", "width", "height", "rate_level", "bitstream"]
-ARCHIVE_ROW = ("unit_id", "unit_size", "source_uri", "error", "image_id", "width", "height", "rate_level", "bitstream")
+ARCHIVE_ROW = ("unit_id", "unit_size", "source_uri", "error", "image_id", "width", "height", "rate_level", "bitstream",
+               "codec")
 """The in-flight columns of redecode's reader: an archived stream, with its unit and ``error``."""
 
 
@@ -52,6 +53,7 @@ class RedecodeConfig(JobConfig):
     rates: tuple[float | int, ...] | None = None
     from_level: int | None = None
     images: bool = False
+    metrics: tuple[str, ...] | None = ("psnr", "ms_ssim")
 
 
 def read_archive_file(batch: pa.Table, storage: StorageOptions, level: int | None) -> Iterator[Batch]:
@@ -61,7 +63,8 @@ def read_archive_file(batch: pa.Table, storage: StorageOptions, level: int | Non
         try:
             filesystem, path = resolve(uri, storage)
             names = pq.read_schema(path, filesystem=filesystem).names
-            table = pq.read_table(path, filesystem=filesystem, columns=_STREAM_COLUMNS + [c for c in ("chosen",) if c in names])
+            table = pq.read_table(path, filesystem=filesystem,
+                                  columns=_STREAM_COLUMNS + [c for c in ("chosen", "codec") if c in names])
             if level is not None:
                 table = table.filter(pc.equal(table.column("rate_level"), level))
             elif "chosen" in names:  # an archive at a quality target with --keep-all: each image's kept level
@@ -76,6 +79,8 @@ def read_archive_file(batch: pa.Table, storage: StorageOptions, level: int | Non
         n = table.num_rows
         own = {"unit_id": pa.array([unit] * n, pa.string()), "unit_size": pa.array([0] * (n - 1) + [n], pa.int64()),
                "error": pa.nulls(n, COLUMNS["error"])}
+        if "codec" not in table.column_names:  # an archive written before codecs were recorded: all the model's
+            own["codec"] = pa.nulls(n, pa.string())
         yield pa.table([own[c] if c in own else table.column(c).cast(COLUMNS[c]) for c in ARCHIVE_ROW],
                        schema=pa.schema([(c, COLUMNS[c]) for c in ARCHIVE_ROW]))
 
@@ -118,13 +123,16 @@ def archived_at_target(dt) -> bool:
 def archive_index(dt) -> tuple[set[str], int]:
     """(model ids, highest level) of a bitstreams table version, from its data files' statistics
     in the Delta log: a request per commit, not a read of every stream. Files without statistics
-    (written by another tool) are read, two columns of them."""
+    (written by another tool) are read, two columns of them. A mixed archive's classical files
+    have neither (null): they need no model."""
     files = pa.table(dt.get_add_actions(flatten=True))
     needed = ("min.model_id", "max.model_id", "max.rate_level")
     if all(c in files.column_names and files.column(c).null_count == 0 for c in needed):
-        return set(column(files, "min.model_id")) | set(column(files, "max.model_id")), int(pc.max(files.column("max.rate_level")).as_py())
-    index = dt.to_pyarrow_table(columns=["model_id", "rate_level"])
-    return set(column(index, "model_id")), int(pc.max(index.column("rate_level")).as_py())
+        ids, top = set(column(files, "min.model_id")) | set(column(files, "max.model_id")), pc.max(files.column("max.rate_level"))
+    else:
+        index = dt.to_pyarrow_table(columns=["model_id", "rate_level"])
+        ids, top = set(column(index, "model_id")), pc.max(index.column("rate_level"))
+    return ids - {None}, int(top.as_py()) if top.as_py() is not None else -1
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,7 @@ class RedecodeRows:
     def __call__(self, batch: Batch) -> dict[str, pa.Table]:
         if not self.transcode:
             return {"errors": error_rows(batch), "metrics": redecode_rows(batch, self.model.name)}
-        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model.model_id, self.model.nominal_bpp),
+        return {"errors": error_rows(batch), "bitstreams": bitstream_rows(batch, self.model.model_id, self.model.nominal_bpp, self.model.name),
                 "metrics": metrics_rows(batch, "oscar_metrics")}
 
 

@@ -41,6 +41,7 @@ from .inputs.model_cache import model_info
 from .inputs.readers import read_units
 from .inputs.units import ImageColumns, WorkUnit, plan_units
 from .stages.images import decode_images
+from .stages.metrics import chosen_metrics
 from .stages.oscar import EncodeStage, EncodeVerifyStage, VerifyStage
 from .storage import check_output, write_json
 from .tables.delta import DeltaOutput
@@ -158,7 +159,8 @@ def encode_steps(cfg: JobConfig, model: ModelInfo, levels: tuple[int, ...] | Non
     pool, or an encode pool and a decode pool."""
     common = {"model": model, "device": cfg.device, "options": cfg.codec}
     encode = {**common, "levels": levels, "batch_size": cfg.encode.batch_size, "refine_steps": cfg.refine_steps}
-    verify_kwargs = {"images_uri": images_uri, "storage": cfg.storage, "keep_pixels": keep_pixels}
+    verify_kwargs = {"images_uri": images_uri, "storage": cfg.storage, "keep_pixels": keep_pixels,
+                     "metrics": chosen_metrics(cfg.metrics)}
     if verify and cfg.fused:
         return (Step(EncodeVerifyStage, {**encode, **verify_kwargs}, pool=cfg.encode),)
     steps = (Step(EncodeStage, {**encode, "keep_pixels": verify or keep_pixels}, pool=cfg.encode),)

@@ -141,7 +141,8 @@ def test_modules_stay_readable(package):
     assert {p: n for p, n in sizes.items() if n > MAX_LINES} == {}
 
 
-IMPORT_NAMES = {"pillow": "PIL", "pytorch-msssim": "pytorch_msssim", "scikit-image": "skimage"}
+IMPORT_NAMES = {"pillow": "PIL", "pytorch-msssim": "pytorch_msssim", "scikit-image": "skimage",
+                "pillow-jxl-plugin": "pillow_jxl"}
 """Distributions whose import name is not their name with - read as _."""
 
 

@@ -132,7 +132,8 @@ def audit_out(tmp_path_factory):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = base / "out"
-        assert audit.main(["--input", str(photos), "--output", str(out), "--codecs", "oscar-tiny,jpeg,webp", "--quiet"]) == 0
+        assert audit.main(["--input", str(photos), "--output", str(out), "--codecs", "oscar-tiny,jpeg,webp",
+                           "--metrics", "psnr,ms_ssim", "--quiet"]) == 0  # the perceptual ones: test_perceptual_metrics
     finally:
         if started:
             ray.shutdown()

@@ -182,7 +182,7 @@ def test_archive_redecode_audit_over_s3(s3, ray_local, tiny_model_dir, tiny_code
     # audit: classical codecs at the bpp OSCAR reached, plus the report.
     aud = f"s3://{BUCKET}/audit"
     assert audit.main(["--input", f"s3://{BUCKET}/photos", "--output", aud, "--codecs", "oscar-test,jpeg,webp",
-                       "--rates", "L5", "--model", str(tiny_model_dir), "--quiet"]) == 0
+                       "--rates", "L5", "--model", str(tiny_model_dir), "--metrics", "psnr,ms_ssim", "--quiet"]) == 0
     amet = table(aud, "metrics").to_pylist()
     assert {m["codec"] for m in amet} == {"oscar-test", "jpeg", "webp"}
     assert len([m for m in amet if m["mode"] != "sweep" or m["codec"] == "oscar-test"]) == n_good * 3

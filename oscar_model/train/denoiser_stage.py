@@ -16,7 +16,7 @@ from .hyper_encoder_stage import freeze, rescale_to
 from .loop import LoopConfig, autocast, run_loop
 from .losses import reconstruction_loss
 
-__all__ = ["DenoiserStageConfig", "tune_config", "polish_config", "train_denoiser"]
+__all__ = ["DenoiserStageConfig", "tune_config", "polish_config", "perceptual_config", "train_denoiser"]
 
 
 @dataclass
@@ -33,6 +33,8 @@ class DenoiserStageConfig:
     disc_lr: float = 2e-4
     ms_ssim_weight: float = 1.0
     level_weights: tuple[float, ...] | None = None
+    colour_weight: float = 0.0
+    train_hyper_encoders: bool = True
     name: str = "stage2_denoiser"
 
 
@@ -67,6 +69,23 @@ def polish_config() -> DenoiserStageConfig:
     )
 
 
+def perceptual_config() -> DenoiserStageConfig:
+    """Stage 2p, "perceptual": the denoiser alone, fine-tuned against washed-out colour.
+
+    Why: the decodes lost colour locally (a red going grey) where a pixel loss pays little for
+    it, and SSIMULACRA2 and Butteraugli, which work in a perceptual colour space, charge for it.
+    So a CIELAB colour term is added (:func:`~oscar_model.train.losses.colour_loss`) and the
+    latent GAN, which counters the regression to the mean, is weighted 4x. The hyper-encoders are
+    frozen: the indices, the entropy tables and so every stream stay those of the source model,
+    whose streams the new denoiser decodes too; only the denoiser's weights are new.
+    """
+    return DenoiserStageConfig(
+        loop=LoopConfig(steps=3000, max_minutes=60, lr=5e-5, warmup_steps=50),
+        ms_ssim_weight=2.0, level_weights=(1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0), adversarial_weight=0.2,
+        adversarial_from=0.0, colour_weight=4.0, train_hyper_encoders=False, name="stage2p_perceptual",
+    )
+
+
 def train_denoiser(
     cfg: DenoiserStageConfig, model: OscarModel, sampler: CropSampler, workdir: Path, device: torch.device
 ) -> dict:
@@ -78,19 +97,16 @@ def train_denoiser(
     """
     import torch.nn.functional as F
 
-    from .losses import LatentDiscriminator, hinge_d_loss, hinge_g_loss
+    from .losses import LatentDiscriminator, colour_loss, hinge_d_loss, hinge_g_loss
 
     ae = freeze(model.autoencoder)
-    hes = model.hyper_encoders.train()
+    hes = model.hyper_encoders.train() if cfg.train_hyper_encoders else freeze(model.hyper_encoders)
     unet = model.denoiser.train()
     disc = LatentDiscriminator(ae.latent_channels).to(device)
-    opt = torch.optim.AdamW(
-        [
-            {"params": unet.parameters(), "lr": cfg.loop.lr},
-            {"params": hes.parameters(), "lr": cfg.loop.lr * cfg.hyper_lr_scale},
-        ],
-        weight_decay=0.0,
-    )
+    groups = [{"params": list(unet.parameters()), "lr": cfg.loop.lr}]
+    if cfg.train_hyper_encoders:
+        groups.append({"params": list(hes.parameters()), "lr": cfg.loop.lr * cfg.hyper_lr_scale})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     schedule = model.config.schedule
     gen = torch.Generator().manual_seed(2)
@@ -115,7 +131,13 @@ def train_denoiser(
         lat = (x0 - z).abs().mean()
         cos = 1 - F.cosine_similarity(x0.flatten(1), z.flatten(1)).mean()
         rec, parts = reconstruction_loss(x_hat.float(), x, cfg.ms_ssim_weight)
-        loss = cfg.latent_weight * lat + cfg.cosine_weight * cos + cfg.pixel_weight * rec + commit
+        loss = cfg.latent_weight * lat + cfg.cosine_weight * cos + cfg.pixel_weight * rec
+        if cfg.train_hyper_encoders:
+            loss = loss + commit
+        if cfg.colour_weight > 0:
+            colour, colour_parts = colour_loss(x_hat.float(), x)
+            loss = loss + cfg.colour_weight * colour
+            parts = {**parts, **colour_parts}
         adv_on = progress >= cfg.adversarial_from and cfg.adversarial_weight > 0
         metrics = {"latent_l1": float(lat.detach()), "cos": 1 - float(cos.detach()), "level": float(point.index)}
         if adv_on:
@@ -124,7 +146,7 @@ def train_denoiser(
             metrics["g"] = float(g_loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(list(unet.parameters()) + list(hes.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         opt.step()
         if adv_on:
             d_loss = hinge_d_loss(disc(z), disc(x0.detach()))

@@ -6,7 +6,12 @@ skipped, so running the same command again resumes where it stopped (the stages 
 also checkpoint every few minutes inside ``run_loop``). ``python -m jobs.train`` is the CLI.
 
     0 autoencoder -> 1 hyper-encoders -> calib -> 2 denoiser -> 2b tune -> 2c polish
-      -> stats (entropy tables, typical bpp) -> export
+      -> stats (entropy tables, typical bpp) -> 2p perceptual (denoiser only) -> export
+
+Stage 2p comes after the entropy tables because it leaves the hyper-encoders, so the indices
+and the tables, as they are. It can also start from a finished model (``start_from``, the CLI's
+``--start-from``): ``--stages 2p,export --start-from <model folder>`` fine-tunes a released
+model's denoiser alone, and the new model decodes the old one's streams.
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ from ..factory import build_model
 from ..model import OscarModel
 from .autoencoder_stage import AutoencoderStageConfig, train_autoencoder
 from .data import CropSampler, LatentCropSampler, list_images, read_images
-from .denoiser_stage import DenoiserStageConfig, polish_config, train_denoiser, tune_config
+from .denoiser_stage import (
+    DenoiserStageConfig,
+    perceptual_config,
+    polish_config,
+    train_denoiser,
+    tune_config,
+)
 from .hyper_encoder_stage import HyperEncoderStageConfig, calibrate_timesteps, train_hyper_encoders
 from .loop import autocast
 from .tables import index_statistics
@@ -49,6 +60,8 @@ class Budgets:
     tune_minutes: float = 60.0
     polish_steps: int = 12000
     polish_minutes: float = 80.0
+    perceptual_steps: int = 3000
+    perceptual_minutes: float = 60.0
 
 
 @dataclass
@@ -60,6 +73,7 @@ class TrainingRun:
     export: Path
     device: torch.device
     seed: int = 0
+    start_from: Path | None = None
     budgets: Budgets = field(default_factory=Budgets)
     command: str = ""
     summaries: dict = field(default_factory=dict)
@@ -120,9 +134,13 @@ def _calibration(run: TrainingRun) -> dict:
     return summary
 
 
-def _denoiser(source: str, output: str, make_cfg: Callable[[], DenoiserStageConfig], budget: str, seed_offset: int):
+def _denoiser(source: str, output: str, make_cfg: Callable[[], DenoiserStageConfig], budget: str, seed_offset: int,
+              may_start_from: bool = False):
     def run_stage(run: TrainingRun) -> dict:
-        model = run.load(source)
+        if may_start_from and run.start_from is not None:
+            model = OscarModel.from_pretrained(run.start_from, device=run.device)
+        else:
+            model = run.load(source)
         cfg = make_cfg()
         cfg.loop.steps = getattr(run.budgets, f"{budget}_steps")
         cfg.loop.max_minutes = getattr(run.budgets, f"{budget}_minutes")
@@ -147,7 +165,7 @@ def _statistics(run: TrainingRun) -> dict:
 
 
 def _export(run: TrainingRun) -> dict:
-    model = run.load("codec_final")
+    model = run.load("codec_perceptual" if (run.workdir / "codec_perceptual").exists() else "codec_final")
     model.config.info = {
         "trained_on": [str(d) for d in run.data], "training": run.summaries, "command": run.command,
         "torch": torch.__version__,
@@ -165,6 +183,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("2b", "stage2b", "codec_stage2b", _denoiser("codec_stage2", "codec_stage2b", tune_config, "tune", 3)),
     Stage("2c", "stage2c", "codec_stage2c", _denoiser("codec_stage2b", "codec_stage2c", polish_config, "polish", 4)),
     Stage("stats", "index_statistics", "codec_final", _statistics),
+    Stage("2p", "stage2p", "codec_perceptual",
+          _denoiser("codec_final", "codec_perceptual", perceptual_config, "perceptual", 5, may_start_from=True)),
     Stage("export", "export", "", _export),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)

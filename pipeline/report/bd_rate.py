@@ -88,7 +88,7 @@ def bd_rate(anchor: list[Point], test: list[Point], metric: str) -> tuple[float 
 
 
 def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, dict[str, Any]]:
-    """``{codec: {"psnr": pct, "ms_ssim": pct, ..., "overlap": [lo, hi] (PSNR, dB), "overlaps": {metric: [lo, hi]},
+    """``{codec: {"psnr": pct, "ms_ssim": pct, ..., "overlaps": {metric: [lo, hi]},
     "overlap_fraction": {metric: share of the joint range}}}``
     of the model against each classical codec on the mean curves; metrics never measured are left out."""
     out: dict[str, dict[str, Any]] = {}
@@ -104,7 +104,6 @@ def headline_bd_rates(curves: dict[str, list[Point]], model: str) -> dict[str, d
             entry[metric] = None if value is None else round(value, 2)
             entry["overlaps"][metric] = overlap
             entry["overlap_fraction"][metric] = overlap_fraction(anchor, test, metric) if overlap else None
-        entry["overlap"] = entry["overlaps"].get("psnr")
         out[codec] = entry
     return out
 

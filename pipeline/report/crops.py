@@ -56,10 +56,6 @@ def read_original(source_uri: str, storage: StorageOptions | None) -> np.ndarray
         return to_rgb_array(f.read())
 
 
-def classic_decode(original: np.ndarray, codec: str, quality: int) -> np.ndarray:
-    return decode_classic(encode_classic(original, codec, quality))
-
-
 def pick_window(reference: np.ndarray, others: list[np.ndarray], size: int = CROP) -> tuple[int, int, int]:
     """(y, x, side) of the square window where ``others`` differ most from ``reference`` (mean |diff|)."""
     h, w = reference.shape[:2]
@@ -111,22 +107,24 @@ def _quality(setting: str) -> int:
 def comparison_crops(original: np.ndarray, decoded: dict[int, np.ndarray], rows: list[dict[str, Any]], model: str,
                      levels: list[int]) -> list[tuple[int, bytes]]:
     """One panel PNG per level of ``levels`` for one image: original | OSCAR | each classical codec
-    at the quality its matched row recorded (the highest at or below OSCAR's bpp; where a codec
-    cannot go that low, its lowest quality, labelled so). One window for every level, placed
-    where the middle level's decodes differ most."""
-    from ..stages.classic import CLASSIC_CODECS
-
+    at the quality its matched row recorded (the highest at or below OSCAR's bpp). A codec that
+    cannot go that low gets a blank panel that says so, never a larger file under a caption that
+    claims otherwise (its downscaled variant, where the audit ran one, shows what it can do).
+    One window for every level, placed where the middle level's decodes differ most."""
     pixels = original.shape[0] * original.shape[1]
+    size = (original.shape[1], original.shape[0])
     by_level: dict[int, list[tuple[str, np.ndarray]]] = {}
     for level in levels:
         oscar = next(r for r in rows if r["codec"] == model and r.get("mode") == "sweep" and r.get("rate_level") == level)
         panels = [("original", original), (f"{model} L{level}: {oscar['bpp']:.3f} bpp", decoded[level])]
         for r in sorted((r for r in rows if r.get("mode") == "matched" and r.get("rate_level") == level),
                         key=lambda r: r["codec"]):
-            quality = _quality(r["setting"]) if r["reached"] else CLASSIC_CODECS[r["codec"]]["q_range"][0]
+            if not r["reached"]:
+                panels.append((f"{r['codec']}: cannot reach {oscar['bpp']:.3f} bpp", np.full_like(original, 128)))
+                continue
+            quality = _quality(r["setting"])
             data = encode_classic(original, r["codec"], quality)
-            note = "" if r["reached"] else " (lowest q)"
-            panels.append((f"{r['codec']} q{quality}: {8 * len(data) / pixels:.3f} bpp{note}", decode_classic(data)))
+            panels.append((f"{r['codec']} q{quality}: {8 * len(data) / pixels:.3f} bpp", decode_classic(data, size)))
         by_level[level] = panels
     middle = by_level[levels[len(levels) // 2]]
     window = pick_window(middle[1][1], [img for _, img in middle[2:]] or [original])

@@ -10,7 +10,9 @@ from typing import Any
 __all__ = ["rd_plot_png", "rd_curves_png", "quality_spread_png", "METRIC_LABELS"]
 
 METRIC_LABELS = {"psnr": "PSNR (dB, RGB)", "ms_ssim": "MS-SSIM (RGB)", "lpips": "LPIPS (lower is better)",
-                 "dists": "DISTS (lower is better)"}
+                 "dists": "DISTS (lower is better)",
+                 "ssimulacra2": "SSIMULACRA2 (higher is better)", "flip": "FLIP (lower is better)",
+                 "butteraugli": "Butteraugli 3-norm (lower is better)"}
 
 
 def _pyplot():
@@ -50,6 +52,9 @@ def rd_curves_png(curves: dict[str, list[dict[str, Any]]], model: str, matched: 
             for p in (matched or {}).get(codec, []):
                 if p.get(metric) is not None:
                     ax.plot(p["bpp"], p[metric], marker="s", mfc="none", color=colors[codec], ms=6, ls="none")
+                    if p.get("unreached"):  # a mean over fewer images than the curves': say over how many
+                        ax.annotate(f"n={p['images']}", (p["bpp"], p[metric]), textcoords="offset points",
+                                    xytext=(4, -9), fontsize=7, color=colors[codec])
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (every byte counted, log scale)")
         ax.set_ylabel(METRIC_LABELS[metric])
@@ -59,7 +64,7 @@ def rd_curves_png(curves: dict[str, list[dict[str, Any]]], model: str, matched: 
         from matplotlib.lines import Line2D
 
         handles.append(Line2D([], [], marker="s", mfc="none", color="grey", ls="none"))
-        labels.append("classical codec matched per image to OSCAR's bpp (means)")
+        labels.append("classical codec matched per image to OSCAR's bpp (means; n= where only n images reach it)")
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), bbox_to_anchor=(0.5, -0.02), frameon=False)
     if title:
         fig.suptitle(title)

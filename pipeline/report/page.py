@@ -1,6 +1,8 @@
 """The audit's outputs, rebuilt from its committed tables: summary.json (means per codec and
-setting, BD-rates), rd.png, and one self-contained report.html (BD-rates, RD curves,
-side-by-side crops, the worst images, the spread per level).
+setting, BD-rates with their overlap per metric, the best codec per metric and bpp band),
+rd.png, and one self-contained report.html (the verdict in one sentence, who wins where,
+BD-rates with their per-image spread, RD curves, side-by-side crops, the worst images, the
+spread per level).
 
 Everything here reads ``metrics/``, ``bd_rates/`` and ``bitstreams/`` only, so ``jobs.audit
 --report-only`` rebuilds it without re-encoding the corpus. The tables are streamed
@@ -28,13 +30,15 @@ from .crops import comparison_crops, read_original
 from .figures import METRIC_LABELS, chosen_levels_png, quality_spread_png, rd_curves_png
 from .stats import METRICS_COLUMNS, MetricsAggregate, worst_images
 from .targets import target_summary
+from .verdict import band_winners, codec_label, verdict
 
 __all__ = ["write_report"]
 
 COLUMNS = {"codec": "Codec", "mode": "Mode", "setting": "Setting", "images": "Images", "unreached": "Can't reach",
            "bpp": "bpp", "psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS",
+           "ssimulacra2": "SSIMULACRA2", "flip": "FLIP", "butteraugli": "Butteraugli",
            "encode_ms": "Encode (ms/image)", "decode_ms": "Decode (ms/image)"}
-DIGITS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "encode_ms": 0, "decode_ms": 0}
+DIGITS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "ssimulacra2": 2, "flip": 4, "butteraugli": 3, "encode_ms": 0, "decode_ms": 0}
 WORST = 5
 
 
@@ -56,7 +60,7 @@ def _img(png: bytes, alt: str, css: str = "") -> str:
     return f'<img alt="{html.escape(alt)}" class="{css}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _bd_table(bd: dict[str, dict[str, Any]]) -> str:
+def _bd_table(bd: dict[str, dict[str, Any]], spread: dict[tuple[str, str], tuple[float, float, int]]) -> str:
     metrics = [m for m in QUALITY_METRICS if any(m in e for e in bd.values())]
     head = "<th>against</th>" + "".join(f"<th>BD-rate, {METRIC_LABELS[m].split(' (')[0]}</th>" for m in metrics)
     body = ""
@@ -66,12 +70,43 @@ def _bd_table(bd: dict[str, dict[str, Any]]) -> str:
             value, overlap = e.get(m), e["overlaps"].get(m)
             text = "no overlap" if value is None else f"{value:+.1f}%"
             share = e.get("overlap_fraction", {}).get(m)
-            narrow = (f' <abbr title="the curves share {100 * share:.0f}% of their joint quality range: a BD-rate over '
-                      f'so little of it says little">(narrow)</abbr>') if share is not None and share < 0.25 else ""
-            span = "" if not overlap else f"<small> over {overlap[0]:.4g}–{overlap[1]:.4g}{narrow}</small>"
-            cells.append(f'<td class="{"good" if value is not None and value < 0 else ""}">{text}{span}</td>')
-        body += f"<tr><td>{html.escape(codec)}</td>{''.join(cells)}</tr>"
+            narrow = (f' <span class="warn" title="a BD-rate over so little of the joint quality range says little">'
+                      f'⚠ narrow: {100 * share:.0f}% of the range</span>') if share is not None and share < 0.25 else ""
+            span = "" if not overlap else f"<small> over {overlap[0]:.4g}–{overlap[1]:.4g}</small>{narrow}"
+            lo_hi = spread.get((codec, m))
+            per_image = (f"<br><small>per image {lo_hi[0]:+.1f}% to {lo_hi[1]:+.1f}% (n={lo_hi[2]})</small>"
+                         if lo_hi else "")
+            cells.append(f'<td class="{"good" if value is not None and value < 0 else ""}">{text}{span}{per_image}</td>')
+        body += f"<tr><td>{html.escape(codec_label(codec))}</td>{''.join(cells)}</tr>"
     return f'<table class="bd"><tr>{head}</tr>{body}</table>'
+
+
+def _bd_spread(output_uri: str, storage: StorageOptions | None) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(codec, metric) -> (lowest, highest, count) of the per-image BD-rates, streamed from bd_rates/."""
+    out: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for batch in scan_delta(output_uri, "bd_rates", storage, columns=["codec", "metric", "bd_rate"]):
+        for codec, metric, value in zip(column(batch, "codec"), column(batch, "metric"), column(batch, "bd_rate")):
+            if value is None:
+                continue
+            lo, hi, n = out.get((codec, metric), (value, value, 0))
+            out[(codec, metric)] = (min(lo, value), max(hi, value), n + 1)
+    return out
+
+
+def _winners_table(winners: list[dict[str, Any]], model: str) -> str:
+    head = ("<tr><th>metric</th><th>band (read at)</th><th>best codec</th><th>margin over the runner-up</th>"
+            f"<th>{html.escape(model)}</th><th>cannot reach it</th></tr>")
+    body = ""
+    for w in winners:
+        mine = w["values"].get(model)
+        best = codec_label(w["best"]) if w["best"] else "–"
+        margin = (f"{w['margin']:.4g} over {html.escape(codec_label(w['runner_up']))}"
+                  if w["margin"] is not None else "–")
+        body += (f"<tr><td>{METRIC_LABELS[w['metric']].split(' (')[0]}</td><td>{w['band']} ({w['bpp']:g})</td>"
+                 f"<td class='{'good' if w['best'] == model else ''}'>{html.escape(best)}</td><td>{margin}</td>"
+                 f"<td>{'–' if mine is None else f'{mine:.4g}'}</td>"
+                 f"<td>{html.escape(', '.join(codec_label(c) for c in w['unreached'])) or '–'}</td></tr>")
+    return f"<table>{head}{body}</table>"
 
 
 def _decoder(model: ModelInfo, storage: StorageOptions | None):
@@ -137,9 +172,11 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
     errors = count_rows(output_uri, "errors", storage)
     curves = agg.curves()
     bd = headline_bd_rates(curves, name)
+    winners = band_winners(curves)
+    sentence = verdict(winners, bd, name) if bd else ""
     summary = agg.summary()
-    write_json(output_uri, "summary.json", {"model": name, "images": agg.images(), "errors": errors, "bd_rate": bd,
-                                            "summary": summary}, storage)
+    write_json(output_uri, "summary.json", {"model": name, "images": agg.images(), "errors": errors, "verdict": sentence,
+                                            "bd_rate": bd, "band_winners": winners, "summary": summary}, storage)
     matched = defaultdict(list)
     for s in summary:
         if s["mode"] == "matched" and s["bpp"] is not None:
@@ -180,26 +217,33 @@ def write_report(output_uri: str, storage: StorageOptions | None, model: ModelIn
         f"levels: {w['gap']:+.4f}; BD-rate against the best classical codec (this image's "
         f"curves): {_fmt_bd(by_image_bd.get((w['image_id'], w['metric'])))}</p>{crop_html(w['image_id'], shown[len(shown) // 2])}"
         for i, w in enumerate(worst, start=1))
-    classical = ", ".join(c for c in curves if c != name) or "no classical codec"
+    classical = ", ".join(codec_label(c) for c in curves if c != name) or "no classical codec"
     target_html = _target_section(output_uri, storage) if "target" in agg.modes else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>OSCAR audit: {html.escape(name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em auto;padding:0 1em;color:#222}}
 table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 th{{background:#f3f3f3}}td:first-child{{text-align:left}}.bd td{{font-size:1.15em}}.good{{color:#06702a;font-weight:600}}
 img{{max-width:100%}}img.crop{{image-rendering:pixelated;cursor:zoom-in}}img.crop.zoom{{max-width:none;width:200%}}
-figure{{margin:.4em 0;overflow-x:auto}}figcaption,.note,small{{color:#666}}</style></head><body>
+figure{{margin:.4em 0;overflow-x:auto}}figcaption,.note,small{{color:#666}}.warn{{color:#a35200;font-size:.8em}}
+.verdict{{font-size:1.15em;background:#f6f6f0;padding:.6em .8em;border-left:4px solid #888}}</style></head><body>
 <h1>Audit: {html.escape(name)} against {html.escape(classical)}</h1>
+{f'<p class="verdict">{html.escape(sentence)}</p>' if sentence else ""}
 <p>{agg.images()} images; {errors} inputs could not be read (see <code>errors/</code>). Every metric is measured on RGB against
 each image's own original; bpp counts every byte of each file.</p>
-{target_html}<h2>BD-rate: bits {html.escape(name)} needs for the same quality</h2>
-{_bd_table(bd) if bd else "<p class='note'>no classical codec audited</p>"}
+{target_html}<h2>Who wins where</h2>
+{_winners_table(winners, name) if winners else "<p class='note'>no curves to compare</p>"}
+<p class="note">Each codec's mean curve read at one rate per band. A codec whose settings do not reach that rate has no
+value there (a downscaled variant often does).</p>
+<h2>BD-rate: bits {html.escape(name)} needs for the same quality</h2>
+{_bd_table(bd, _bd_spread(output_uri, storage)) if bd else "<p class='note'>no classical codec audited</p>"}
 <p class="note">Bjøntegaard delta rate (pchip interpolation, the <code>bjontegaard</code> package) of {html.escape(name)}'s
 mean curve against each classical codec's quality sweep, over the quality range both cover (shown). Negative: fewer bits.
 Per-image values are in the <code>bd_rates</code> table.</p>
 <h2>Rate-distortion curves</h2>{_img(rd, "RD curves") if rd else "<p class='note'>no codec's settings to plot</p>"}
 <h2>Side by side{f": {html.escape(typical['source_uri'])}" if typical else ""}</h2>
 <p class="note">Each classical codec at the highest quality whose file is at or below {html.escape(name)}'s bpp on this
-image. The crop is where the decodes differ most; click a crop to zoom.</p>{crop_html(typical["image_id"]) if typical else ""}
+image; a codec that cannot go that low is a grey panel that says so. The crop is where the decodes differ most; click a
+crop to zoom.</p>{crop_html(typical["image_id"]) if typical else ""}
 <h2>The {len(worst)} images where {html.escape(name)} does worst against the best classical codec</h2>{worst_rows or
 "<p class='note'>no per-image gaps in bd_rates/: no classical codec reached " + html.escape(name) + "'s bpp, or the output "
 "was written before they were recorded (audit it again into a new output)</p>"}

@@ -26,23 +26,30 @@ def target_summary(output_uri: str, storage: StorageOptions | None) -> dict[str,
     chosen: dict[int, int] = {}
     level_bytes: dict[int, int] = {}
     kept = pc.field("chosen") == True  # noqa: E712 - an Arrow expression, not a Python comparison
-    for b in scan_delta(output_uri, "bitstreams", storage, columns=["rate_level", "n_bytes", "chosen", "target_met", "target"],
-                        where=kept):
+    per_codec: dict[str, int] = {}
+    for b in scan_delta(output_uri, "bitstreams", storage, columns=["rate_level", "n_bytes", "chosen", "target_met", "target",
+                                                                   "codec"], where=kept):
         if not b.num_rows:
             continue
         target = target or pc.min(b.column("target")).as_py()
+        for codec, n in zip(*(column(pa.table({"codec": b.column("codec")}).group_by("codec").aggregate(
+                [("codec", "count")]), c) for c in ("codec", "codec_count"))):
+            per_codec[codec] = per_codec.get(codec, 0) + n
         met_flags = pc.cast(pc.fill_null(b.column("target_met"), False), pa.int64())
         per_level = pa.table({"rate_level": b.column("rate_level"), "n_bytes": b.column("n_bytes"), "met": met_flags}) \
             .group_by("rate_level").aggregate([("n_bytes", "sum"), ("n_bytes", "count"), ("met", "sum")])
         for level, n_bytes, n, n_met in zip(*(column(per_level, c) for c in
                                               ("rate_level", "n_bytes_sum", "n_bytes_count", "met_sum"))):
             images, spent, met = images + n, spent + n_bytes, met + n_met
+            if level is None:  # a classical codec's file (a mixed archive): counted per codec below
+                continue
             chosen[level] = chosen.get(level, 0) + n
             if n_met:
                 met_levels[level] = met_levels.get(level, 0) + n_met
-    searched = pc.field("mode").isin(["target", "probe"])
+    searched = pc.field("mode").isin(["target", "candidate", "probe"])
     for b in scan_delta(output_uri, "metrics", storage, columns=["rate_level", "n_bytes", "mode", "decode_ms"], where=searched):
-        decodes += b.num_rows - b.column("decode_ms").null_count
+        decodes += b.num_rows - b.column("decode_ms").null_count  # the model's levels and classical probes alike
+        b = b.filter(pc.is_valid(b.column("rate_level")))
         per_level = pa.table({"rate_level": b.column("rate_level"), "n_bytes": b.column("n_bytes")}).group_by(
             "rate_level").aggregate([("n_bytes", "sum")])
         for level, n_bytes in zip(column(per_level, "rate_level"), column(per_level, "n_bytes_sum")):
@@ -57,4 +64,40 @@ def target_summary(output_uri: str, storage: StorageOptions | None) -> dict[str,
             "decodes_per_image": round(decodes / images, 3) if images else None,
             "chosen_levels": {str(k): v for k, v in sorted(chosen.items())},
             "met_levels": {str(k): v for k, v in sorted(met_levels.items())},
-            "fixed_level": fixed, "saving": round(1 - spent / fixed["bytes"], 4) if fixed and fixed["bytes"] else None}
+            "fixed_level": fixed, "saving": round(1 - spent / fixed["bytes"], 4) if fixed and fixed["bytes"] else None,
+            **({"codecs": _codec_mix(output_uri, storage, target, per_codec, spent, met)} if len(per_codec) > 1 or
+               _has_candidates(output_uri, storage) else {})}
+
+
+def _has_candidates(output_uri: str, storage: StorageOptions | None) -> bool:
+    return any(b.num_rows for b in scan_delta(output_uri, "metrics", storage, columns=["mode"],
+                                              where=pc.field("mode") == "candidate"))
+
+
+def _codec_mix(output_uri: str, storage: StorageOptions | None, target: str | None, kept: dict[str, int],
+               spent: int, met: int) -> dict[str, Any]:
+    """A mixed archive (``--codecs``): the images each codec kept, and what each codec alone would
+    have cost and met - its cheapest setting meeting the target per image (its finalist: the
+    ``target`` or ``candidate`` metrics row) - against what the mix spent and met."""
+    from ..stages.classic import is_classic
+    from ..stages.target import QualityTarget
+
+    bar = QualityTarget.parse(target) if target else None
+    alone: dict[str, dict[str, int]] = {}
+    finalists = pc.field("mode").isin(["target", "candidate"])
+    columns = ["codec", "n_bytes", "mode"] + ([bar.metric] if bar else [])
+    for b in scan_delta(output_uri, "metrics", storage, columns=columns, where=finalists):
+        values = column(b, bar.metric) if bar else [None] * b.num_rows
+        for codec, n_bytes, value in zip(column(b, "codec"), column(b, "n_bytes"), values):
+            entry = alone.setdefault(codec, {"images": 0, "bytes": 0, "met": 0})
+            entry["images"] += 1
+            entry["bytes"] += n_bytes or 0
+            entry["met"] += int(bool(bar and bar.met(value)))
+    model = next((c for c in alone if not is_classic(c)), None)
+    classical = {c: e for c, e in alone.items() if c != model}
+    best = min(classical, key=lambda c: (-classical[c]["met"], classical[c]["bytes"])) if classical else None
+    return {"kept": dict(sorted(kept.items())), "alone": alone, "model": model,
+            "bytes_vs_model_alone": round(spent / alone[model]["bytes"] - 1, 4) if model and alone[model]["bytes"] else None,
+            "best_classical": best,
+            "bytes_vs_best_classical": round(spent / classical[best]["bytes"] - 1, 4) if best and classical[best]["bytes"] else None,
+            "met_only_thanks_to_the_mix": met - alone[model]["met"] if model else None}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 from oscar_model.images import DEFAULT_MAX_PIXELS, open_image, to_rgb_array
 
 from ..batch import Batch, column, error_of, with_columns
 
-__all__ = ["decode_images"]
+__all__ = ["decode_images", "pixels_of"]
 
 
 def decode_images(batch: Batch, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batch:
@@ -40,3 +42,8 @@ def decode_images(batch: Batch, max_pixels: int = DEFAULT_MAX_PIXELS) -> Batch:
     out = with_columns(batch.drop_columns(["bytes"]), image_id=ids, width=widths, height=heights, pixels=pixels,
                        reference=["source"] * batch.num_rows)
     return with_columns(out, error=errors)
+
+
+def pixels_of(raw: bytes, height: int, width: int) -> np.ndarray:
+    """The ``pixels`` column's raw RGB bytes of one image as an (H, W, 3) array."""
+    return np.frombuffer(raw, dtype=np.uint8).reshape(int(height), int(width), 3)

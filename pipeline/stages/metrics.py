@@ -1,6 +1,11 @@
 """Image quality metrics, always computed between the decoded image and ITS OWN original.
 
-PSNR and MS-SSIM are on RGB in [0, 255]. MS-SSIM uses the standard 5 scales and 11-px window
+Which metrics a job measures is its choice (``--metrics``, :func:`chosen_metrics`): by default
+every one that runs here. PSNR and MS-SSIM are on RGB in [0, 255]. The perceptual ones need no
+downloaded weights: SSIMULACRA2 (our torch implementation, :mod:`.ssimulacra2`; higher is
+better, 100 = identical), NVIDIA's FLIP (the ``flip-evaluator`` package, mean error over the
+image at 67 pixels per degree; lower is better) and Butteraugli (libjxl's ``butteraugli_main``
+where it is installed, its 3-norm; lower is better, below 1 is visually lossless). MS-SSIM uses the standard 5 scales and 11-px window
 where the image allows it (min side > 160) and fewer scales below that (reported as such).
 LPIPS (AlexNet, the ``lpips`` package) and DISTS (the ``piq`` package) are computed only where
 their packages import and their backbone weights are already on this machine; otherwise they
@@ -11,16 +16,18 @@ light read tasks that import this package do not pay for it.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
-__all__ = ["QUALITY_METRICS", "psnr", "ms_ssim_rgb", "perceptual_metrics", "perceptual_available", "quality_of",
-           "finite"]
+__all__ = ["QUALITY_METRICS", "METRIC_RANGES", "psnr", "ms_ssim_rgb", "flip_error", "butteraugli", "perceptual_metrics",
+           "perceptual_available", "metric_available", "chosen_metrics", "quality_of", "finite"]
 
-QUALITY_METRICS = {"psnr": +1, "ms_ssim": +1, "lpips": -1, "dists": -1}
+QUALITY_METRICS = {"psnr": +1, "ms_ssim": +1, "ssimulacra2": +1, "flip": -1, "butteraugli": -1, "lpips": -1,
+                   "dists": -1}
 """The quality metrics every table carries: +1 where higher is better, -1 where lower is."""
-METRIC_RANGES = {"psnr": (0.0, None), "ms_ssim": (0.0, 1.0), "lpips": (0.0, 1.0), "dists": (0.0, 1.0)}
+METRIC_RANGES = {"psnr": (0.0, None), "ms_ssim": (0.0, 1.0), "ssimulacra2": (None, 100.0), "flip": (0.0, 1.0),
+                 "butteraugli": (0.0, None), "lpips": (0.0, 1.0), "dists": (0.0, 1.0)}
 """The values each metric can take (None: unbounded): a quality target outside them can never be met
 (PSNR is infinite only for an identical image, so a target bar is finite)."""
 
@@ -105,9 +112,100 @@ def perceptual_metrics(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
     return out
 
 
-def quality_of(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
-    """Every quality metric of ``decoded`` against its own ``original`` (None where not available)."""
-    return {"psnr": psnr(original, decoded), "ms_ssim": ms_ssim_rgb(original, decoded), **perceptual_metrics(original, decoded)}
+def flip_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean FLIP error (LDR, 67 pixels per degree: a 0.7 m view of a 24" monitor), 0 = identical."""
+    import flip_evaluator
+
+    _, mean, _ = flip_evaluator.evaluate(a.astype(np.float32) / 255, b.astype(np.float32) / 255, "LDR",
+                                         applyMagma=False)
+    return float(mean)
+
+
+BUTTERAUGLI = "butteraugli_main"
+"""libjxl's Butteraugli tool (Debian: ``libjxl-devtools``); no Python binding of it is packaged."""
+
+
+def butteraugli(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Butteraugli's 3-norm of ``b`` against ``a``, or None where the tool is not installed."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    tool = shutil.which(BUTTERAUGLI)
+    if tool is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="butteraugli-") as tmp:
+        paths = [Path(tmp) / "reference.png", Path(tmp) / "distorted.png"]
+        for path, image in zip(paths, (a, b)):
+            Image.fromarray(image).save(path, compress_level=1)
+        out = subprocess.run([tool, *map(str, paths), "--pnorm", "3"], capture_output=True, text=True, timeout=600,
+                             check=True).stdout
+    for line in out.splitlines():
+        if line.startswith("3-norm:"):
+            return float(line.split(":", 1)[1])
+    raise RuntimeError(f"{BUTTERAUGLI} printed no 3-norm: {out[:200]!r}")
+
+
+@cache
+def metric_available(name: str) -> bool:
+    """Whether ``name`` can be measured here (its package, tool or weights are present)."""
+    if name in ("psnr", "ms_ssim", "ssimulacra2"):
+        return True
+    if name == "flip":
+        try:
+            import flip_evaluator  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    if name == "butteraugli":
+        import shutil
+
+        return shutil.which(BUTTERAUGLI) is not None
+    if name in ("lpips", "dists"):
+        return perceptual_available()[name]
+    raise ValueError(f"unknown metric {name!r}; choose from {', '.join(QUALITY_METRICS)}")
+
+
+def chosen_metrics(asked: tuple[str, ...] | None, needed: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The metrics a job measures: ``asked`` (None: every one available here) plus ``needed`` (a
+    target's metric). An unknown name, or one asked for by name that cannot run here, is refused."""
+    unknown = sorted(set(asked or ()) - set(QUALITY_METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(QUALITY_METRICS)}")
+    if asked is None:
+        return tuple(m for m in QUALITY_METRICS if m in needed or metric_available(m))
+    missing = [m for m in (*asked, *needed) if not metric_available(m)]
+    if missing:
+        raise ValueError(f"cannot measure {', '.join(missing)} here: " + "; ".join(_WHY_MISSING[m] for m in missing))
+    return tuple(m for m in QUALITY_METRICS if m in asked or m in needed)
+
+
+_WHY_MISSING = {
+    "flip": "flip needs the flip-evaluator package",
+    "butteraugli": f"butteraugli needs libjxl's {BUTTERAUGLI} on the PATH (Debian: apt-get install libjxl-devtools)",
+    "lpips": "lpips needs the 'perceptual' extra and its AlexNet weights on every node",
+    "dists": "dists needs the 'perceptual' extra and its VGG weights on every node",
+}
+
+
+def quality_of(original: np.ndarray, decoded: np.ndarray,
+               metrics: tuple[str, ...] = ("psnr", "ms_ssim")) -> dict[str, float | None]:
+    """The ``metrics`` of ``decoded`` against its own ``original``; every other metric None."""
+    from .ssimulacra2 import ssimulacra2
+
+    out: dict[str, float | None] = dict.fromkeys(QUALITY_METRICS)
+    measure = {"psnr": psnr, "ms_ssim": ms_ssim_rgb, "ssimulacra2": ssimulacra2, "flip": flip_error,
+               "butteraugli": butteraugli}
+    for name in metrics:
+        if name in measure:
+            out[name] = measure[name](original, decoded)
+    if "lpips" in metrics or "dists" in metrics:
+        learned = perceptual_metrics(original, decoded)
+        out.update({k: v for k, v in learned.items() if k in metrics})
+    return out
 
 
 def finite(value: object) -> bool:

@@ -19,13 +19,10 @@ from ..batch import Batch, column, error_of, measurement, ok_rows, with_columns
 from ..faults import inject_fault
 from ..inputs.model_cache import is_remote, local_model_folder
 from ..storage import StorageOptions, write_png
+from .classic import decode_classic
+from .images import pixels_of
 
-__all__ = ["load_codec", "pixels_of", "EncodeStage", "VerifyStage", "EncodeVerifyStage", "ArchiveDecodeStage"]
-
-
-def pixels_of(raw: bytes, height: int, width: int) -> np.ndarray:
-    """The ``pixels`` column's raw RGB bytes of one image as an (H, W, 3) array."""
-    return np.frombuffer(raw, dtype=np.uint8).reshape(int(height), int(width), 3)
+__all__ = ["load_codec", "EncodeStage", "VerifyStage", "EncodeVerifyStage", "ArchiveDecodeStage"]
 
 
 def load_codec(model: Any, device: str | None, options: CodecOptions | None = None):
@@ -104,7 +101,7 @@ class EncodeStage:
 class VerifyStage:
     """Actor: decodes each stream of a row in one step and measures it against the row's own pixels.
 
-    Adds ``oscar_metrics``: a sweep measurement per stream (size, PSNR, MS-SSIM, LPIPS, DISTS,
+    Adds ``oscar_metrics``: a sweep measurement per stream (size, the chosen quality ``metrics``,
     encode and decode time); writes the reconstructions as PNG under ``images_uri`` when set.
     Drops the pixels afterwards unless ``keep_pixels`` (a later stage needs them).
     """
@@ -112,12 +109,13 @@ class VerifyStage:
     def __init__(
         self, model: Any, device: str | None = None, images_uri: str | None = None,
         storage: StorageOptions | None = None, batch_size: int = 8, keep_pixels: bool = False,
-        options: CodecOptions | None = None,
+        options: CodecOptions | None = None, metrics: tuple[str, ...] = ("psnr", "ms_ssim"),
     ) -> None:
         self.codec = load_codec(model, device, options)
         self.images_uri = images_uri
         self.storage = storage
         self.batch_size = batch_size
+        self.metrics = metrics
         self.keep_pixels = keep_pixels
 
     def __call__(self, batch: Batch) -> Batch:
@@ -160,7 +158,7 @@ class VerifyStage:
                 measured[i][j] = measurement(
                     name, level, f"level {level}{effort}", "sweep", True, rows["reference"][i] or "source",
                     n_bytes=n_bytes, bpp=8 * n_bytes / (w * h), encode_ms=stream["encode_ms"], decode_ms=ms,
-                    **quality_of(pixels_of(rows["pixels"][i], h, w), image),
+                    **quality_of(pixels_of(rows["pixels"][i], h, w), image, self.metrics),
                 )
                 if self.images_uri:
                     write_png(self.images_uri, f"{rows['image_id'][i]}_level{level}.png", image, self.storage)
@@ -179,16 +177,19 @@ class EncodeVerifyStage:
         self, model: Any, levels: tuple[int, ...] | None = None, device: str | None = None,
         images_uri: str | None = None, storage: StorageOptions | None = None, batch_size: int = 8,
         keep_pixels: bool = False, refine_steps: int = 0, options: CodecOptions | None = None,
+        metrics: tuple[str, ...] = ("psnr", "ms_ssim"),
     ) -> None:
         self.encode = EncodeStage(model, levels, device, batch_size, refine_steps, options=options)
-        self.verify = VerifyStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels)
+        self.verify = VerifyStage(self.encode.codec, device, images_uri, storage, batch_size, keep_pixels,
+                                  metrics=metrics)
 
     def __call__(self, batch: Batch) -> Batch:
         return self.verify(self.encode(batch))
 
 
 class ArchiveDecodeStage:
-    """Actor: decodes archived streams (redecode's reader's rows, one per image and level) back to pixels.
+    """Actor: decodes archived streams (redecode's reader's rows, one per image and level) back to
+    pixels; a mixed archive's classical files are decoded by Pillow and resized to the image's size.
 
     Adds ``pixels`` (the decoded image), ``reference`` (``archive level L``: what a transcode's
     metrics compare against), ``from_level`` and ``archive_decode_ms``; drops ``bitstream`` and
@@ -208,20 +209,27 @@ class ArchiveDecodeStage:
         errors = column(batch, "error")
         levels = column(batch, "rate_level")
         ids = column(batch, "image_id")
+        codecs = column(batch, "codec") if "codec" in batch.column_names else [None] * batch.num_rows
+        sizes = list(zip(column(batch, "width"), column(batch, "height")))
+        mine = self.codec.config.name
         pixels, decode_ms = [b""] * batch.num_rows, [None] * batch.num_rows
         for i, stream in enumerate(column(batch, "bitstream")):
             if errors[i] is not None:  # the archive file could not be read: its error row goes on
                 continue
+            classical = codecs[i] not in (None, mine)  # a mixed archive's classical file
             try:
                 t0 = time.perf_counter()
-                (image,) = self.codec.decode([stream])
+                image = decode_classic(stream, sizes[i]) if classical else self.codec.decode([stream])[0]
                 decode_ms[i] = (time.perf_counter() - t0) * 1000
                 pixels[i] = image.tobytes()
                 if self.images_uri:
-                    write_png(self.images_uri, f"{ids[i]}_level{levels[i]}.png", image, self.storage)
+                    name = f"{ids[i]}_{codecs[i].replace('@', '_').replace('/', '-')}" if classical else \
+                        f"{ids[i]}_level{levels[i]}"
+                    write_png(self.images_uri, f"{name}.png", image, self.storage)
             except Exception as e:
                 errors[i] = error_of("archive-decode", e)
-        out = with_columns(batch.drop_columns(["bitstream", "rate_level"]), pixels=pixels,
-                           reference=[f"archive level {lv}" if lv is not None else None for lv in levels],
-                           from_level=levels, archive_decode_ms=decode_ms)
+        origin = [f"archive {c}" if c not in (None, mine) else f"archive level {lv}" if lv is not None else None
+                  for c, lv in zip(codecs, levels)]
+        out = with_columns(batch.drop_columns(["bitstream", "rate_level"]),
+                           pixels=pixels, reference=origin, from_level=levels, archive_decode_ms=decode_ms)
         return with_columns(out, error=errors)

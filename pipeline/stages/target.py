@@ -30,32 +30,34 @@ import numpy as np
 from oscar_model.options import CodecOptions
 
 from ..batch import Batch, column, error_of, measurement, with_columns
+from .images import pixels_of
 from .metrics import METRIC_RANGES, QUALITY_METRICS
-from .oscar import EncodeStage, pixels_of
+from .oscar import EncodeStage
 
 __all__ = ["QualityTarget", "cheapest_meeting", "TargetStage"]
 
 @dataclass(frozen=True)
 class QualityTarget:
-    """``metric >= value`` (PSNR, MS-SSIM) or ``metric <= value`` (LPIPS, DISTS)."""
+    """``metric >= value`` (PSNR, MS-SSIM, SSIMULACRA2) or ``metric <= value`` (FLIP, Butteraugli, LPIPS, DISTS)."""
 
     metric: str
     value: float
 
     @classmethod
     def parse(cls, text: str) -> QualityTarget:
-        m = re.fullmatch(r"\s*([a-z_-]+)\s*(>=|<=)\s*([0-9]*\.?[0-9]+)\s*", text or "")
+        m = re.fullmatch(r"\s*([a-z0-9_-]+)\s*(>=|<=)\s*(-?[0-9]*\.?[0-9]+)\s*", text or "")
         if not m or m.group(1).replace("-", "_") not in QUALITY_METRICS:
-            raise ValueError(f"--target {text!r}: expected METRIC>=VALUE or METRIC<=VALUE with METRIC one of psnr, "
-                             "ms_ssim, lpips, dists (e.g. ms_ssim>=0.9, psnr>=30, lpips<=0.2)")
+            raise ValueError(f"--target {text!r}: expected METRIC>=VALUE or METRIC<=VALUE with METRIC one of "
+                             f"{', '.join(QUALITY_METRICS)} (e.g. ms_ssim>=0.9, ssimulacra2>=60, flip<=0.1)")
         metric, op, value = m.group(1).replace("-", "_"), m.group(2), float(m.group(3))
         want = ">=" if QUALITY_METRICS[metric] > 0 else "<="
         if op != want:
             raise ValueError(f"--target {text!r}: {metric} is better when {'higher' if want == '>=' else 'lower'}; "
                              f"write {metric}{want}{value:g}")
         lo, hi = METRIC_RANGES[metric]
-        if value <= lo or (hi is not None and value > hi):
-            where = f"between {lo:g} and {hi:g}" if hi is not None else f"above {lo:g}"
+        if (lo is not None and value <= lo) or (hi is not None and value > hi):
+            where = f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else (
+                f"above {lo:g}" if lo is not None else f"up to {hi:g}")
             raise ValueError(f"--target {text!r}: {metric} takes values {where}; give a bar inside that range")
         return cls(metric, value)
 
@@ -91,16 +93,26 @@ def cheapest_meeting(levels: list[int], measure: Callable[[int], float | None], 
 
 class TargetStage:
     """Actor: encodes every candidate level of each image, then decodes only the levels the
-    search visits, and keeps the cheapest that meets the target (all of them with ``keep_all``)."""
+    search visits, and keeps the cheapest that meets the target (all of them with ``keep_all``).
+
+    With ``codecs`` (classical codecs, :mod:`pipeline.stages.classic`) each of them is a
+    candidate too: its quality scale is bisected on the target metric for the lowest setting
+    that meets it (about 7 encodes and decodes per codec and image), and the image keeps the
+    smallest file that meets the target, whichever codec made it. Where no candidate meets it,
+    the one of highest quality is kept (``target_met = false``).
+    """
 
     def __init__(self, model: Any, target: str, levels: tuple[int, ...] | None = None, device: str | None = None,
                  max_bpp: float | None = None, keep_all: bool = False, batch_size: int = 8,
-                 options: CodecOptions | None = None) -> None:
+                 options: CodecOptions | None = None, metrics: tuple[str, ...] = ("psnr", "ms_ssim"),
+                 codecs: tuple[str, ...] = ()) -> None:
         self.encode = EncodeStage(model, levels, device, batch_size, keep_pixels=True, options=options)
         self.codec = self.encode.codec
         self.target = QualityTarget.parse(target)
         self.max_bpp = max_bpp
         self.keep_all = keep_all
+        self.metrics = tuple(dict.fromkeys((*metrics, self.target.metric)))
+        self.codecs = codecs
 
     def __call__(self, batch: Batch) -> Batch:
         batch = self.encode(batch)
@@ -122,7 +134,7 @@ class TargetStage:
 
     def _choose(self, original: np.ndarray, streams: list[dict[str, Any]]
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-        """(the streams kept, a measurement per level, the ``target`` value) of one image."""
+        """(the streams kept, a measurement per probe, the ``target`` value) of one image."""
         from .metrics import quality_of
 
         pixels = original.shape[0] * original.shape[1]
@@ -137,14 +149,103 @@ class TargetStage:
             t0 = time.perf_counter()
             (image,) = self.codec.decode([by_level[level]["bitstream"]])
             ms = (time.perf_counter() - t0) * 1000
-            measured[level] = {**quality_of(original, image), "decode_ms": ms}
+            measured[level] = {**quality_of(original, image, self.metrics), "decode_ms": ms}
             return measured[level][self.target.metric]
 
         chosen, met = cheapest_meeting(candidates, measure, self.target)
         name = self.codec.config.name
-        probes = [measurement(name, lv, f"level {lv}, target {self.target}", "target" if lv == chosen else "probe",
+        finalists = [_Finalist(name, chosen, f"level {chosen}", size[chosen], met,
+                               measured.get(chosen, {}).get(self.target.metric))]
+        classical: list[dict[str, Any]] = []
+        files: dict[str, bytes] = {}
+        for codec in self.codecs:
+            finalist, rows, data = self._classical(original, codec)
+            classical += rows
+            if finalist is not None:
+                finalists.append(finalist)
+                files[codec] = data
+        winner = _pick(finalists, self.target)
+        mode = {(f.codec, f.setting): ("target" if f is winner else "candidate") for f in finalists}
+        probes = [measurement(name, lv, f"level {lv}, target {self.target}", mode.get((name, f"level {lv}"), "probe"),
                               None, n_bytes=size[lv], bpp=8 * size[lv] / pixels, encode_ms=by_level[lv]["encode_ms"],
                               **measured.get(lv, {}))
                   for lv in levels]
-        kept = [by_level[lv] for lv in (levels if self.keep_all else [chosen])]
-        return kept, probes, {"spec": str(self.target), "met": met, "chosen_level": chosen, "decodes": len(measured)}
+        for row in classical:
+            setting = row["setting"].split(", target")[0]
+            row["mode"] = mode.get((row["codec"], setting), "probe")
+        probes += classical
+        if winner.codec == name:
+            kept = [{**by_level[lv], "chosen": lv == chosen} for lv in (levels if self.keep_all else [chosen])]
+        else:
+            kept = [{"rate_level": None, "bitstream": files[winner.codec], "encode_ms": None, "codec": winner.codec,
+                     "setting": winner.setting, "chosen": True}]
+            kept += [{**by_level[lv], "chosen": False} for lv in (levels if self.keep_all else [])]
+        decodes = len(measured) + sum(1 for r in classical if r["decode_ms"] is not None)
+        return kept, probes, {"spec": str(self.target), "met": winner.met, "decodes": decodes,
+                              "chosen_level": winner.level, "chosen_codec": winner.codec}
+
+    def _classical(self, original: np.ndarray, codec: str) -> tuple[_Finalist | None, list[dict[str, Any]], bytes]:
+        """Bisection over ``codec``'s quality scale for the lowest setting whose decode meets the
+        target: (that setting, or the highest one measured when none meets; every probe's
+        measurement; its file). No finalist when even its lowest setting is over ``max_bpp``."""
+        from .classic import CLASSIC_CODECS, decode_classic, encode_classic, parse_codec
+        from .metrics import quality_of
+
+        h, w = original.shape[:2]
+        lo, hi = CLASSIC_CODECS[parse_codec(codec)[0]]["q_range"]
+        probed: dict[int, tuple[bytes, dict[str, Any]]] = {}
+
+        def probe(q: int) -> tuple[bytes, dict[str, Any]]:
+            if q not in probed:
+                t0 = time.perf_counter()
+                data = encode_classic(original, codec, q)
+                t1 = time.perf_counter()
+                image = decode_classic(data, (w, h))
+                ms = {"encode_ms": (t1 - t0) * 1000, "decode_ms": (time.perf_counter() - t1) * 1000}
+                probed[q] = (data, {**quality_of(original, image, self.metrics), **ms})
+            return probed[q]
+
+        def within(q: int) -> bool:
+            return self.max_bpp is None or 8 * len(probe(q)[0]) / (h * w) <= self.max_bpp
+
+        a, b = lo, hi + 1
+        while a < b:  # the lowest quality that meets the target (quality rises with the setting)
+            mid = (a + b) // 2
+            if self.target.met(probe(mid)[1][self.target.metric]):
+                b = mid
+            else:
+                a = mid + 1
+        if a <= hi and within(a):
+            best, met = a, True
+        else:  # none meets (or the one that does is over --max-bpp): the best measured within it
+            fits = [q for q in probed if within(q)]
+            best, met = (max(fits), False) if fits else (None, False)
+        rows = [measurement(codec, None, f"quality {q}, target {self.target}", "probe", None, n_bytes=len(data),
+                            bpp=8 * len(data) / (h * w), **values) for q, (data, values) in sorted(probed.items())]
+        if best is None:
+            return None, rows, b""
+        data, values = probed[best]
+        return _Finalist(codec, None, f"quality {best}", len(data), met, values[self.target.metric]), rows, data
+
+
+@dataclass(frozen=True)
+class _Finalist:
+    """One codec's answer for an image: its cheapest setting meeting the target (else its best)."""
+
+    codec: str
+    level: int | None
+    setting: str
+    n_bytes: int
+    met: bool
+    value: float | None
+
+
+def _pick(finalists: list[_Finalist], target: QualityTarget) -> _Finalist:
+    """The smallest file among the finalists that meet the target; where none does, the one of
+    highest quality (the first, the model's, on a tie or where nothing was measured)."""
+    meeting = [f for f in finalists if f.met]
+    if meeting:
+        return min(meeting, key=lambda f: f.n_bytes)
+    sign = QUALITY_METRICS[target.metric]
+    scored = [f for f in finalists if f.value is not None and not math.isnan(f.value)]
+    return max(scored, key=lambda f: sign * f.value) if scored else finalists[0]

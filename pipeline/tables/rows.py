@@ -62,9 +62,10 @@ def _explode(batch: Batch, name: str, also: tuple[str, ...] = ()) -> tuple[pa.Ta
     return ok.select([*_IMAGE, *also]).take(parents), pc.list_flatten(lists)
 
 
-def bitstream_rows(batch: Batch, model_id: str, nominal_bpp: dict[int, float]) -> pa.Table:
+def bitstream_rows(batch: Batch, model_id: str, nominal_bpp: dict[int, float], model_name: str) -> pa.Table:
     """A ``bitstreams`` row per stream of each ok image (``streams``), with the target columns
-    where the batch was archived at a target (``target``), null otherwise."""
+    where the batch was archived at a target (``target``), null otherwise. A classical codec's
+    file (a mixed archive's) has its codec and setting, and no model id or level."""
     if "streams" not in batch.column_names:  # a batch of failures only (a lost unit's)
         return BITSTREAMS.empty_table()
     targeted = "target" in batch.column_names
@@ -75,14 +76,22 @@ def bitstream_rows(batch: Batch, model_id: str, nominal_bpp: dict[int, float]) -
     pixels = pc.multiply(pc.cast(images.column("width"), pa.float64()), pc.cast(images.column("height"), pa.float64()))
     lookup = pa.array([nominal_bpp.get(i) for i in range(max(nominal_bpp, default=-1) + 1)], type=pa.float64())
     columns = {name: images.column(name) for name in _IMAGE}
-    columns.update(model_id=pa.array([model_id] * len(streams), pa.string()), rate_level=level,
+    classical = pc.struct_field(streams, "codec")
+    own = pc.is_null(classical)
+    n = len(streams)
+    level_words = pc.binary_join_element_wise(pa.array(["level"] * n, pa.string()), pc.cast(level, pa.string()), " ")
+    columns.update(model_id=pc.if_else(own, pa.array([model_id] * n, pa.string()), pa.nulls(n, pa.string())),
+                   codec=pc.fill_null(classical, model_name),
+                   setting=pc.if_else(own, level_words, pc.struct_field(streams, "setting")), rate_level=level,
                    nominal_bpp=pc.take(lookup, level), n_bytes=n_bytes,
                    bpp=pc.divide(pc.multiply(pc.cast(n_bytes, pa.float64()), 8.0), pixels), bitstream=stream,
                    encode_ms=pc.struct_field(streams, "encode_ms"))
     if targeted:
         target = images.column("target")
+        chosen = pc.struct_field(streams, "chosen")
         columns.update(target=pc.struct_field(target, "spec"), target_met=pc.struct_field(target, "met"),
-                       chosen=pc.equal(level, pc.struct_field(target, "chosen_level")))
+                       chosen=pc.if_else(pc.is_null(chosen), pc.equal(level, pc.struct_field(target, "chosen_level")),
+                                         chosen))
     return _shaped(columns, BITSTREAMS)
 
 
@@ -103,7 +112,8 @@ def redecode_rows(batch: Batch, model_name: str) -> pa.Table:
     ok = ok_images(batch)
     n = ok.num_rows
     columns = {c: ok.column(c) for c in _IMAGE}
-    columns.update(codec=pa.array([model_name] * n, pa.string()), rate_level=ok.column("from_level"),
+    codec = ok.column("codec") if "codec" in ok.column_names else pa.nulls(n, pa.string())
+    columns.update(codec=pc.fill_null(codec, model_name), rate_level=ok.column("from_level"),
                    setting=pa.array(["redecode"] * n, pa.string()), mode=pa.array(["redecode"] * n, pa.string()),
                    decode_ms=ok.column("archive_decode_ms"), reference=pa.array(["none"] * n, pa.string()))
     return _shaped(columns, METRICS)

@@ -49,26 +49,28 @@ _UNIT = """
     unit_id:str  the work unit the row came from (a shard, a file group, an archive's data file)
 """
 
-BITSTREAMS = _schema("One OSCAR stream per image and level kept: real bytes that `oscar decode` reads.", _IMAGE + """
+BITSTREAMS = _schema("One stream per image and level kept: real bytes that `oscar decode` reads (a mixed archive's classical rows are the codec's own files).", _IMAGE + """
     width:i32  the image's width in pixels
     height:i32  the image's height in pixels
-    model_id:str  the id (8 hex digits) of the model that wrote the stream; its decoder must have the same
-    rate_level:i16  the ladder level the stream was coded at
+    codec:str  the codec that wrote the stream: the model's name, or with --codecs a classical codec (avif, jxl, avif@1/2: encoded at 1/K of each side)
+    setting:str  the setting in words: "level 3" for the model's streams, "quality 37" for a classical file
+    model_id:str  the id (8 hex digits) of the model that wrote the stream, which its decoder must have; null for a classical file
+    rate_level:i16  the ladder level the stream was coded at; null for a classical file
     nominal_bpp:f64  the level's nominal bits per pixel (the ladder's, before entropy coding)
     bpp:f64  the stream's real bits per pixel: 8 x n_bytes / (width x height), every byte of the container counted
     n_bytes:i64  the stream's size in bytes, header and CRC included
-    bitstream:blob  the stream (the container: magic, version, model id, header, entropy-coded indices, CRC)
+    bitstream:blob  the stream (the container: magic, version, model id, header, entropy-coded indices, CRC), or a classical codec's file (.avif, .jxl, .webp, .jpg bytes)
     encode_ms:f64  milliseconds encoding this image at this level alone cost (autoencoder + this level)
     target:str  the quality target the image was archived at (null: archived without one)
-    target_met:bool  with a target: whether the kept level meets it (false: no candidate did; the top one is kept)
-    chosen:bool  with a target: whether this is the level kept for the image (all levels appear with --keep-all)
+    target_met:bool  with a target: whether the kept stream meets it (false: no candidate did; the best one is kept)
+    chosen:bool  with a target: whether this is the stream kept for the image (all levels appear with --keep-all)
 """ + _UNIT)
 METRICS = _schema("One row per image, codec and setting: its size and its quality against the image's own reference.",
                   _IMAGE + """
-    codec:str  the model's name (oscar-tiny, ...) or a classical codec (jpeg, webp, avif)
+    codec:str  the model's name (oscar-tiny, ...) or a classical codec (jpeg, webp, avif, jxl; avif@1/4: encoded at a quarter of each side, upscaled back with Lanczos)
     rate_level:i16  OSCAR's level; for a matched classical row, the OSCAR level whose bpp it was matched to
     setting:str  the setting in words: "level 3", "level 3, refine 16", "quality 40", "level 2, target ms_ssim>=0.9"
-    mode:str  sweep (the codec's own setting grid), matched (a classical codec at OSCAR's bpp), target (the level kept at a target), probe (a level a target search looked at), redecode (an archived stream decoded)
+    mode:str  sweep (the codec's own setting grid), matched (a classical codec at OSCAR's bpp), target (the setting kept at a target), candidate (with --codecs: another codec's cheapest setting meeting the target, not kept), probe (a setting a target search looked at), redecode (an archived stream decoded)
     reached:bool  matched rows: whether the codec could go as low as OSCAR's bpp (false: every measured column is null)
     width:i32  the image's width in pixels
     height:i32  the image's height in pixels
@@ -76,6 +78,9 @@ METRICS = _schema("One row per image, codec and setting: its size and its qualit
     bpp:f64  its bits per pixel over the full image
     psnr:f64  RGB PSNR in dB against the reference
     ms_ssim:f64  RGB MS-SSIM against the reference (fewer scales on images under 161 pixels a side)
+    ssimulacra2:f64  SSIMULACRA2 against the reference (100 identical, 90 visually lossless, 50 medium; higher is better); null when not measured (--metrics)
+    flip:f64  mean NVIDIA FLIP error against the reference (0 identical; lower is better); null when not measured
+    butteraugli:f64  Butteraugli 3-norm (libjxl's butteraugli_main; below 1 visually lossless, lower is better); null where the tool is not installed or not measured
     lpips:f64  LPIPS (AlexNet) where its weights are installed, else null
     dists:f64  DISTS where its weights are installed, else null
     encode_ms:f64  milliseconds to encode

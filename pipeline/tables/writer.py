@@ -143,7 +143,8 @@ def _receipt(batch: pa.Table, files: list[dict[str, Any]]) -> pa.Table:
         .rename_columns(["unit_id", "rows", "expected", "written"])
     sized = counts.filter(pc.greater(counts.column("unit_size"), 0))
     failed = int(pc.sum(pc.cast(counts.column("image_failed"), pa.int64())).as_py() or 0)
-    streams = batch.filter(pc.equal(batch.column("table"), "bitstreams"))
+    written = batch.filter(pc.equal(batch.column("table"), "bitstreams"))
+    streams = written.filter(pc.is_valid(written.column("rate_level")))  # the model's (not a mixed archive's classical files)
     bpp = pa.table({"rate_level": streams.column("rate_level"), "bpp": streams.column("bpp")}).group_by(
         "rate_level").aggregate([("bpp", "sum"), ("bpp", "count")]).rename_columns(["rate_level", "total", "n"])
     levels = batch.filter(pc.and_(pc.is_in(batch.column("mode"), pa.array(["sweep", "target"])),
@@ -156,7 +157,7 @@ def _receipt(batch: pa.Table, files: list[dict[str, Any]]) -> pa.Table:
         "files": [files], "seen": [seen], "quality": [quality],
         "sizes": [pa.table({"unit_id": sized.column("unit_id"), "size": sized.column("unit_size")})],
         "ok": [counts.num_rows - failed], "failed": [failed],
-        "bytes": [int(pc.sum(streams.column("n_bytes")).as_py() or 0)],
+        "bytes": [int(pc.sum(written.column("n_bytes")).as_py() or 0)],
         "bpp": [bpp],
     }
     return _one_row(receipt)
