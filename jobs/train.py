@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--polish-steps", "--po-steps", type=int, default=b.polish_steps)
     p.add_argument("--perceptual-minutes", type=float, default=b.perceptual_minutes, help="stage 2p (perceptual) wall budget")
     p.add_argument("--perceptual-steps", type=int, default=b.perceptual_steps)
+    p.add_argument("--perceptual-ssimulacra2-weight", type=float, default=None,
+                   help="stage 2p: the weight of the SSIMULACRA2 loss (default: the recipe's; 0 turns it off)")
     p.add_argument("--start-from", default=None,
                    help="a finished model folder that stage 2p fine-tunes (instead of this run's codec_final)")
     p.add_argument("--export", default="oscar_model/weights/oscar-tiny", help="where the final model is written")
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data, workdir=Path(args.workdir), export=Path(args.export),
         device=torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu")), seed=args.seed,
         start_from=Path(args.start_from) if args.start_from else None,
+        perceptual_overrides={} if args.perceptual_ssimulacra2_weight is None else
+        {"ssimulacra2_weight": args.perceptual_ssimulacra2_weight},
         budgets=budgets, command="python -m jobs.train " + " ".join(argv if argv is not None else sys.argv[1:]),
     )
     run_training(run, stages)

@@ -134,3 +134,12 @@ def test_codecs_without_a_target_or_without_the_model_are_refused(capsys):
                           (["--target", "ms_ssim>=0.9", "--codecs", "oscar-tiny,bpg"], "unknown ['bpg']")):
         assert archive.main(["--input", str(KODAK), "--output", "/tmp/never-written", *argv, "--quiet"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_the_audit_report_reads_a_mixed_archive(mixed):
+    from jobs import audit
+
+    _, out = mixed
+    assert audit.main(["--report-only", "--output", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "the mix</td>" in page and "oscar-tiny alone" in page

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from oscar_model.ssimulacra2 import ssimulacra2
 from pipeline.stages.classic import decode_classic, encode_classic, match_bpp, parse_codec
 from pipeline.stages.metrics import butteraugli, chosen_metrics, flip_error, quality_of
-from pipeline.stages.ssimulacra2 import ssimulacra2
 from pipeline.stages.target import QualityTarget
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kodak"
@@ -65,6 +65,27 @@ def test_ssimulacra2_handles_small_and_odd_images(tmp_path):
     original = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     distorted = np.clip(original.astype(int) + rng.integers(-20, 21, original.shape), 0, 255).astype(np.uint8)
     assert ssimulacra2(original, distorted) == pytest.approx(reference_ssimulacra2(original, distorted, tmp_path), abs=0.05)
+
+
+def test_ssimulacra2_is_a_loss_training_can_descend():
+    """The batched, differentiable form: one image's score does not depend on its batch-mates, and
+    a gradient step on a distorted image raises its score."""
+    import torch
+
+    from oscar_model.ssimulacra2 import score_of, weighted_error
+
+    original = kodak_crop("kodim23", (200, 200, 296, 296))
+    distorted = roundtrip(original, "JPEG", 10)
+    a = torch.from_numpy(np.stack([original, original])).permute(0, 3, 1, 2).float() / 255
+    b = torch.from_numpy(np.stack([distorted, original])).permute(0, 3, 1, 2).float() / 255
+    scores = score_of(weighted_error(a, b))
+    assert float(scores[0]) == pytest.approx(ssimulacra2(original, distorted), abs=1e-3)
+    assert float(scores[1]) == pytest.approx(100.0, abs=1e-4)
+    x = b[:1].clone().requires_grad_(True)
+    weighted_error(a[:1], x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    stepped = (x - 2e-3 * x.grad.sign()).clamp(0, 1).detach()
+    assert float(score_of(weighted_error(a[:1], stepped))[0]) > float(scores[0])
 
 
 def test_flip_and_butteraugli_score_identical_images_perfect_and_worse_files_worse():

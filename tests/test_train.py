@@ -25,7 +25,7 @@ def test_all_stages_run_resume_and_export(tmp_path):
     argv = [
         "--data", str(data), "--workdir", str(tmp_path / "run"), "--export", str(tmp_path / "model"),
         "--ae-steps", "2", "--he-steps", "2", "--dn-steps", "2", "--rf-steps", "2", "--po-steps", "2",
-        "--threads", "2",
+        "--perceptual-steps", "2", "--threads", "2",
     ]
     assert main(argv) == 0
     model = OscarModel.from_pretrained(tmp_path / "model", device="cpu")
@@ -45,6 +45,40 @@ def test_all_stages_run_resume_and_export(tmp_path):
     # A second run skips every finished stage and exports the same model.
     assert main(argv) == 0
     assert OscarModel.from_pretrained(tmp_path / "model", device="cpu").model_hash == model.model_hash
+
+
+def test_lab_colour_matches_scikit_image():
+    """The training's differentiable CIELAB against scikit-image's, an independent implementation."""
+    import torch
+    from skimage.color import rgb2lab
+
+    from oscar_model.train.losses import lab_of
+
+    rgb = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    ours = lab_of(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(ours, rgb2lab(rgb), atol=0.05)
+
+
+def test_perceptual_stage_tunes_the_denoiser_alone_so_old_streams_still_decode(tiny_model_dir, tmp_path):
+    """Stage 2p from a finished model: only the denoiser moves, so the indices, the entropy
+    tables and every stream the source wrote stay valid; the new model decodes them too."""
+    import torch
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    assert main(["--data", str(data), "--workdir", str(tmp_path / "run"), "--export", str(tmp_path / "model"),
+                 "--stages", "2p,export", "--start-from", str(tiny_model_dir), "--perceptual-steps", "2",
+                 "--threads", "2"]) == 0
+    old, new = (OscarModel.from_pretrained(p, device="cpu") for p in (tiny_model_dir, tmp_path / "model"))
+    assert new.model_id != old.model_id
+    for (name, a), b in zip(old.state_dict().items(), new.state_dict().values()):
+        assert torch.equal(a, b) != name.startswith("denoiser."), name  # the denoiser alone has moved
+    assert all(np.array_equal(old.entropy_tables[k], new.entropy_tables[k]) for k in old.entropy_tables)
+    summaries = json.loads((tmp_path / "run" / "summaries.json").read_text())
+    assert summaries["stage2p"]["steps"] == 2
 
 
 def test_grown_level_starts_as_the_level_below_it(tiny_model_dir, tmp_path):

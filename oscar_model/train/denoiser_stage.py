@@ -34,6 +34,7 @@ class DenoiserStageConfig:
     ms_ssim_weight: float = 1.0
     level_weights: tuple[float, ...] | None = None
     colour_weight: float = 0.0
+    ssimulacra2_weight: float = 0.0
     train_hyper_encoders: bool = True
     name: str = "stage2_denoiser"
 
@@ -74,15 +75,18 @@ def perceptual_config() -> DenoiserStageConfig:
 
     Why: the decodes lost colour locally (a red going grey) where a pixel loss pays little for
     it, and SSIMULACRA2 and Butteraugli, which work in a perceptual colour space, charge for it.
-    So a CIELAB colour term is added (:func:`~oscar_model.train.losses.colour_loss`) and the
-    latent GAN, which counters the regression to the mean, is weighted 4x. The hyper-encoders are
+    So a CIELAB colour term is added (:func:`~oscar_model.train.losses.colour_loss`), the
+    latent GAN, which counters the regression to the mean, is weighted 4x, and SSIMULACRA2's own
+    weighted error is a loss (:func:`~oscar_model.train.losses.ssimulacra2_loss`; ablation 1,
+    without it, left SSIMULACRA2 where it was: ``docs/training.md``). The hyper-encoders are
     frozen: the indices, the entropy tables and so every stream stay those of the source model,
     whose streams the new denoiser decodes too; only the denoiser's weights are new.
     """
     return DenoiserStageConfig(
         loop=LoopConfig(steps=3000, max_minutes=60, lr=5e-5, warmup_steps=50),
         ms_ssim_weight=2.0, level_weights=(1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0), adversarial_weight=0.2,
-        adversarial_from=0.0, colour_weight=4.0, train_hyper_encoders=False, name="stage2p_perceptual",
+        adversarial_from=0.0, colour_weight=4.0, ssimulacra2_weight=0.02, train_hyper_encoders=False,
+        name="stage2p_perceptual",
     )
 
 
@@ -97,7 +101,13 @@ def train_denoiser(
     """
     import torch.nn.functional as F
 
-    from .losses import LatentDiscriminator, colour_loss, hinge_d_loss, hinge_g_loss
+    from .losses import (
+        LatentDiscriminator,
+        colour_loss,
+        hinge_d_loss,
+        hinge_g_loss,
+        ssimulacra2_loss,
+    )
 
     ae = freeze(model.autoencoder)
     hes = model.hyper_encoders.train() if cfg.train_hyper_encoders else freeze(model.hyper_encoders)
@@ -138,6 +148,10 @@ def train_denoiser(
             colour, colour_parts = colour_loss(x_hat.float(), x)
             loss = loss + cfg.colour_weight * colour
             parts = {**parts, **colour_parts}
+        if cfg.ssimulacra2_weight > 0:
+            perceptual, perceptual_parts = ssimulacra2_loss(x_hat.float(), x)
+            loss = loss + cfg.ssimulacra2_weight * perceptual
+            parts = {**parts, **perceptual_parts}
         adv_on = progress >= cfg.adversarial_from and cfg.adversarial_weight > 0
         metrics = {"latent_l1": float(lat.detach()), "cos": 1 - float(cos.detach()), "level": float(point.index)}
         if adv_on:

@@ -54,6 +54,15 @@ def colour_loss(x_hat: torch.Tensor, x: torch.Tensor, pool: int = 4) -> tuple[to
     return ab_error + lost, {"ab_l1": float(ab_error.detach()) * 100, "chroma_lost": float(lost.detach()) * 100}
 
 
+def ssimulacra2_loss(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """SSIMULACRA2's weighted feature error (0 = identical; about 5 to 40 on our decodes), batch
+    mean, on images in [-1, 1]: the metric we report, as a loss (:mod:`oscar_model.ssimulacra2`)."""
+    from ..ssimulacra2 import score_of, weighted_error
+
+    error = weighted_error((x.float() + 1) / 2, (x_hat.float().clamp(-1, 1) + 1) / 2)
+    return error.mean(), {"ssimulacra2": float(score_of(error.detach()).mean())}
+
+
 def cosine_loss(z_tilde: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """-cos(z, z~), per image over all latent elements (the method's stage-1 loss)."""
     return -F.cosine_similarity(z_tilde.flatten(1), z.flatten(1), dim=1).mean()

@@ -74,6 +74,8 @@ class TrainingRun:
     device: torch.device
     seed: int = 0
     start_from: Path | None = None
+    perceptual_overrides: dict = field(default_factory=dict)
+    """Stage 2p's config fields set otherwise than the recipe (an ablation, e.g. ``ssimulacra2_weight``)."""
     budgets: Budgets = field(default_factory=Budgets)
     command: str = ""
     summaries: dict = field(default_factory=dict)
@@ -142,6 +144,9 @@ def _denoiser(source: str, output: str, make_cfg: Callable[[], DenoiserStageConf
         else:
             model = run.load(source)
         cfg = make_cfg()
+        if budget == "perceptual":
+            for key, value in run.perceptual_overrides.items():
+                setattr(cfg, key, value)
         cfg.loop.steps = getattr(run.budgets, f"{budget}_steps")
         cfg.loop.max_minutes = getattr(run.budgets, f"{budget}_minutes")
         sampler = CropSampler(run.paths, cfg.crop, seed=run.seed + seed_offset)

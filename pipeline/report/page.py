@@ -259,8 +259,18 @@ def _target_section(output_uri: str, storage: StorageOptions | None) -> str:
     """For an archive written at a quality target: the histogram of the levels its images kept."""
     t = target_summary(output_uri, storage)
     png = chosen_levels_png(t["chosen_levels"], t["met_levels"], t["target"])
+    mix = t.get("codecs")
+    mix_html = ""
+    if mix:
+        rows = "".join(f"<tr><td>{html.escape(codec_label(c))} alone</td><td>{e['bytes']:,}</td><td>{e['met']}</td>"
+                       f"<td>{mix['kept'].get(c, 0)}</td></tr>" for c, e in mix["alone"].items())
+        mix_html = (f"<p>Each image kept the smallest file that meets the target, from any codec; "
+                    f"{mix['met_only_thanks_to_the_mix']} images met it only thanks to the mix.</p><table><tr><th>codec"
+                    f"</th><th>bytes</th><th>images meeting the target</th><th>images that kept it</th></tr>"
+                    f"<tr><td>the mix</td><td>{t['bytes']:,}</td><td>{t['met']}</td><td>{t['images']}</td></tr>{rows}</table>")
     return (f"<h2>Quality target {html.escape(t['target'] or '?')}</h2><p>met on {t['met']} of {t['images']} images; each "
-            f"image kept the cheapest level that meets it (the top level where none does).</p>{_img(png, 'chosen levels')}")
+            f"image kept the cheapest level that meets it (the top level where none does).</p>{mix_html}"
+            f"{_img(png, 'chosen levels')}")
 
 
 def _fmt_bd(values: list[float] | None) -> str:

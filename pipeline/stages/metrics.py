@@ -2,7 +2,7 @@
 
 Which metrics a job measures is its choice (``--metrics``, :func:`chosen_metrics`): by default
 every one that runs here. PSNR and MS-SSIM are on RGB in [0, 255]. The perceptual ones need no
-downloaded weights: SSIMULACRA2 (our torch implementation, :mod:`.ssimulacra2`; higher is
+downloaded weights: SSIMULACRA2 (our torch implementation, :mod:`oscar_model.ssimulacra2`; higher is
 better, 100 = identical), NVIDIA's FLIP (the ``flip-evaluator`` package, mean error over the
 image at 67 pixels per degree; lower is better) and Butteraugli (libjxl's ``butteraugli_main``
 where it is installed, its 3-norm; lower is better, below 1 is visually lossless). MS-SSIM uses the standard 5 scales and 11-px window
@@ -194,7 +194,7 @@ _WHY_MISSING = {
 def quality_of(original: np.ndarray, decoded: np.ndarray,
                metrics: tuple[str, ...] = ("psnr", "ms_ssim")) -> dict[str, float | None]:
     """The ``metrics`` of ``decoded`` against its own ``original``; every other metric None."""
-    from .ssimulacra2 import ssimulacra2
+    from oscar_model.ssimulacra2 import ssimulacra2
 
     out: dict[str, float | None] = dict.fromkeys(QUALITY_METRICS)
     measure = {"psnr": psnr, "ms_ssim": ms_ssim_rgb, "ssimulacra2": ssimulacra2, "flip": flip_error,

@@ -1,7 +1,9 @@
-"""SSIMULACRA2, the perceptual metric of libjxl (Cloudinary), on RGB uint8 arrays, in torch.
+"""SSIMULACRA2, the perceptual metric of libjxl (Cloudinary), in torch: batched and differentiable.
 
-Why our own: the metric runs on every decoded image the audit and the quality targets
-measure (dozens per photo), so it has to be fast and take arrays, not file paths. This is the
+Why our own: the audit and the quality targets measure it on every decoded image (dozens per
+photo), so it has to be fast and take arrays, not file paths; and training can use it as a
+loss (:func:`weighted_error`), which a numpy implementation cannot be. It lives in the codec
+package so that both use one implementation; it imports torch only when called. This is the
 published algorithm (libjxl ``tools/ssimulacra2.cc``): both images go to linear RGB, then,
 at six scales (halved each time, in linear light), to libjxl's XYB made positive; per scale
 and channel it compares blurred means and variances (an SSIM map without the luminance
@@ -11,7 +13,8 @@ those three maps, 108 numbers, are weighted and mapped to a score: 100 for ident
 90 visually lossless, 70 high, 50 medium, 30 low quality, negative for very low quality.
 
 The constants are the metric's definition (libjxl's opsin absorbance matrix and the 108
-fitted weights); ``tests/test_perceptual_metrics.py`` checks this code against the
+fitted weights; with fewer than six scales, on images under 256 pixels a side, the weights are
+taken in order, as libjxl does); ``tests/test_perceptual_metrics.py`` checks this code against the
 independent PyPI ``ssimulacra2`` package, which it matches to 0.001 on Kodak. Where libjxl
 runs a recursive approximation of the Gaussian blur (sigma 1.5), both run the exact kernel
 with that package's borders: zeros beyond the left and right edges, mirrored rows at the top
@@ -20,17 +23,16 @@ and bottom.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-__all__ = ["ssimulacra2"]
+__all__ = ["ssimulacra2", "weighted_error", "score_of"]
 
 _OPSIN = ((0.30, 0.622, 0.078), (0.23, 0.692, 0.078), (0.24342268924547819, 0.20476744424496821, 0.5518098665095536))
 _OPSIN_BIAS = 0.0037930732552754493
 _C2 = 0.0009
 _SCALES = 6
 _SIGMA = 1.5
+_EPS = 1e-20
 _WEIGHTS = (
     0.0, 0.0007376606707406586, 0.0, 0.0, 0.0007793481682867309, 0.0, 0.0, 0.0004371155730107379, 0.0,
     1.1041726426657346, 0.00066284834129271, 0.00015231632783718752, 0.0, 0.0016406437456599754, 0.0,
@@ -50,18 +52,18 @@ _WEIGHTS = (
 """Ordered channel (X, Y, B), then scale, then norm (L1, L4), then map (SSIM, ringing, blur)."""
 
 
-def _linear(image: np.ndarray):
+def _linear(rgb):
+    """sRGB in [0, 1] -> linear light (the sRGB curve)."""
     import torch
 
-    rgb = torch.from_numpy(np.array(image, copy=True)).to(torch.float32).div_(255).permute(2, 0, 1)[None]
-    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp_min(0) + 0.055) / 1.055) ** 2.4)
 
 
 def _positive_xyb(linear):
     import torch
 
-    m = torch.tensor(_OPSIN, dtype=linear.dtype)
-    mixed = torch.einsum("ij,bjhw->bihw", m, linear).add_(_OPSIN_BIAS).clamp_min_(0)
+    m = torch.tensor(_OPSIN, dtype=linear.dtype, device=linear.device)
+    mixed = (torch.einsum("ij,bjhw->bihw", m, linear) + _OPSIN_BIAS).clamp_min(1e-12)
     mixed = mixed.pow(1 / 3) - _OPSIN_BIAS ** (1 / 3)
     x = 0.5 * (mixed[:, 0] - mixed[:, 1])
     y = 0.5 * (mixed[:, 0] + mixed[:, 1])
@@ -75,7 +77,7 @@ def _blur(planes):
     from torch.nn import functional as F
 
     radius = int(round(3.2795 * _SIGMA + 0.2546))
-    taps = torch.arange(-radius, radius + 1, dtype=planes.dtype)
+    taps = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
     kernel = torch.exp(-0.5 * (taps / _SIGMA) ** 2)
     kernel = kernel / kernel.sum()
     c = planes.shape[1]
@@ -85,18 +87,52 @@ def _blur(planes):
     return F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c, padding=(0, radius))  # zeros
 
 
-def _halve(linear):
-    """2x2 box downsampling in linear light; an odd last row or column is averaged on its own."""
+def _norms(plane):
+    """Per image and channel: the L1 and L4 means of a non-negative (N, 3, H, W) map -> (N, 3, 2)."""
+    import torch
+
+    l1 = plane.mean(dim=(2, 3))
+    l4 = (plane.pow(4).mean(dim=(2, 3)) + _EPS).pow(0.25) - _EPS**0.25  # the epsilon keeps the gradient finite at 0
+    return torch.stack([l1, l4], dim=-1)
+
+
+def weighted_error(original, distorted):
+    """The weighted sum of SSIMULACRA2's 108 features per image, before its final mapping: 0 for
+    identical images, larger for worse ones; differentiable, for training.
+
+    ``original`` and ``distorted``: (N, 3, H, W) sRGB in [0, 1], any float type and device.
+    """
+    import torch
     from torch.nn import functional as F
 
-    return F.avg_pool2d(linear, 2, ceil_mode=True)
+    lin1, lin2 = _linear(original), _linear(distorted)
+    per_scale = []  # per scale: (N, channel, norm, map) with maps ssim, ringing, blur
+    for scale in range(_SCALES):
+        if scale:
+            lin1, lin2 = F.avg_pool2d(lin1, 2, ceil_mode=True), F.avg_pool2d(lin2, 2, ceil_mode=True)
+        if min(lin1.shape[2:]) < 8:
+            break
+        a, b = _positive_xyb(lin1), _positive_xyb(lin2)
+        mu1, mu2, s11, s22, s12 = _blur(torch.cat([a, b, a * a, b * b, a * b], dim=1)).split(3, dim=1)
+        num_m = 1 - (mu1 - mu2) ** 2
+        num_s = 2 * (s12 - mu1 * mu2) + _C2
+        den_s = (s11 - mu1 * mu1) + (s22 - mu2 * mu2) + _C2
+        ssim_map = (1 - num_m * num_s / den_s).clamp_min(0)
+        ratio = (1 + (b - mu2).abs()) / (1 + (a - mu1).abs()) - 1
+        maps = [_norms(ssim_map), _norms(ratio.clamp_min(0)), _norms((-ratio).clamp_min(0))]
+        per_scale.append(torch.stack(maps, dim=-1))  # (N, 3, 2, 3)
+    features = torch.stack(per_scale, dim=2).flatten(1)  # (N, channel, scale, norm, map) in the weights' order
+    weights = torch.tensor(_WEIGHTS[: features.shape[1]], dtype=features.dtype, device=features.device)
+    return features.abs() @ weights
 
 
-def _norms(plane) -> list[float]:
-    """Per channel: the L1 and L4 means of a non-negative (1, 3, H, W) map."""
-    l1 = plane.mean(dim=(0, 2, 3))
-    l4 = plane.pow(4).mean(dim=(0, 2, 3)).pow(0.25)
-    return [(float(l1[c]), float(l4[c])) for c in range(3)]
+def score_of(error):
+    """SSIMULACRA2's mapping of :func:`weighted_error` to its score (100 = identical)."""
+    import torch
+
+    x = error * 0.9562382616834844
+    x = 2.326765642916932 * x - 0.020884521182843837 * x**2 + 6.248496625763138e-05 * x**3
+    return torch.where(x > 0, 100 - 10 * x.clamp_min(1e-12).pow(0.6276336467831387), torch.full_like(x, 100.0))
 
 
 def ssimulacra2(original: np.ndarray, distorted: np.ndarray) -> float:
@@ -106,31 +142,6 @@ def ssimulacra2(original: np.ndarray, distorted: np.ndarray) -> float:
     if original.shape != distorted.shape:
         raise ValueError(f"SSIMULACRA2 of images of different shapes {original.shape} vs {distorted.shape}")
     with torch.inference_mode():
-        lin1, lin2 = _linear(original), _linear(distorted)
-        per_scale = []  # per scale: per channel ((ssim l1, l4), (ringing l1, l4), (blur l1, l4))
-        for scale in range(_SCALES):
-            if min(lin1.shape[2:]) < 8:
-                break
-            if scale:
-                lin1, lin2 = _halve(lin1), _halve(lin2)
-                if min(lin1.shape[2:]) < 8:
-                    break
-            a, b = _positive_xyb(lin1), _positive_xyb(lin2)
-            blurred = _blur(torch.cat([a, b, a * a, b * b, a * b], dim=1))
-            mu1, mu2, s11, s22, s12 = blurred.split(3, dim=1)
-            num_m = 1 - (mu1 - mu2) ** 2
-            num_s = 2 * (s12 - mu1 * mu2) + _C2
-            den_s = (s11 - mu1 * mu1) + (s22 - mu2 * mu2) + _C2
-            ssim_map = (1 - num_m * num_s / den_s).clamp_min(0)
-            ratio = (1 + (b - mu2).abs()) / (1 + (a - mu1).abs()) - 1
-            per_scale.append((_norms(ssim_map), _norms(ratio.clamp_min(0)), _norms((-ratio).clamp_min(0))))
-    total, i = 0.0, 0
-    for c in range(3):
-        for maps in per_scale:
-            for n in range(2):
-                for m in range(3):
-                    total += _WEIGHTS[i] * abs(maps[m][c][n])
-                    i += 1
-    total *= 0.9562382616834844
-    total = 2.326765642916932 * total - 0.020884521182843837 * total**2 + 6.248496625763138e-05 * total**3
-    return 100.0 - 10.0 * math.pow(total, 0.6276336467831387) if total > 0 else 100.0
+        pair = [torch.from_numpy(np.array(x, copy=True)).to(torch.float32).div_(255).permute(2, 0, 1)[None]
+                for x in (original, distorted)]
+        return float(score_of(weighted_error(*pair))[0])
