@@ -124,6 +124,7 @@ def main() -> int:
             entry[f"bd_rate_{metric}"] = None if value is None else round(value, 2)
             entry[f"overlap_{metric}"] = overlap
         result["sets"].append(entry)
+        Path(args.out).write_text(json.dumps(result, indent=1))  # after every set: a stopped run keeps what it measured
         print(f"{name}: BD-rate of {args.new} against {args.old}: SSIMULACRA2 {entry['bd_rate_ssimulacra2']}%, "
               f"MS-SSIM {entry['bd_rate_ms_ssim']}%")
         for role in ("old", "new"):

@@ -32,7 +32,7 @@ def mixed(tmp_path_factory):
     photos = base / "photos"
     photos.mkdir()
     for name in PHOTOS:
-        Image.open(KODAK / f"{name}.png").convert("RGB").crop((192, 128, 448, 320)).save(photos / f"{name}.png")
+        Image.open(KODAK / f"{name}.png").convert("RGB").crop((224, 160, 416, 304)).save(photos / f"{name}.png")
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -109,7 +109,7 @@ def test_redecode_writes_every_image_whatever_its_codec(mixed, tmp_path):
     rows = DeltaTable(str(tmp_path / "r" / "metrics")).to_pyarrow_table().to_pylist()
     assert {r["codec"] for r in rows} == {r["codec"] for r in kept_streams(out)}
     for png in pngs:
-        assert Image.open(png).size == (256, 192)
+        assert Image.open(png).size == (192, 144)
 
 
 def test_oscar_decode_reads_a_classical_file_without_loading_a_model(mixed, tmp_path, capsys):
@@ -123,7 +123,7 @@ def test_oscar_decode_reads_a_classical_file_without_loading_a_model(mixed, tmp_
     path.write_bytes(classical[0]["bitstream"])
     assert cli.main(["decode", str(path), "-o", str(tmp_path / "kept.png")]) == 0
     assert "decoded by Pillow" in capsys.readouterr().out
-    assert Image.open(tmp_path / "kept.png").size == (256, 192)
+    assert Image.open(tmp_path / "kept.png").size == (192, 144)
 
 
 def test_codecs_without_a_target_or_without_the_model_are_refused(capsys):

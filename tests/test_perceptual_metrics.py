@@ -213,3 +213,20 @@ def test_an_archive_can_target_ssimulacra2(audit_of_three_crops, tmp_path):
         chosen = next(p for p in probes if p["image_id"] == k["image_id"] and p["mode"] == "target")
         assert chosen["rate_level"] == k["rate_level"]
         assert (chosen["ssimulacra2"] >= 50) == k["target_met"]
+
+
+def test_who_wins_where_reads_each_curve_only_where_it_reaches():
+    from pipeline.report.verdict import band_winners, quality_at, verdict
+
+    curves = {"m": [{"bpp": 0.02, "ssimulacra2": 10.0}, {"bpp": 0.1, "ssimulacra2": 40.0}],
+              "avif@1/2": [{"bpp": 0.08, "ssimulacra2": 50.0}, {"bpp": 0.3, "ssimulacra2": 70.0}]}
+    assert quality_at(curves["m"], "ssimulacra2", 0.0447) == pytest.approx(25.0, abs=0.01)  # half-way in log bpp
+    assert quality_at(curves["m"], "ssimulacra2", 0.2) is None  # beyond its top setting: no value, never a guess
+    cells = {w["band"]: w for w in band_winners(curves)}
+    assert cells["< 0.05 bpp"]["best"] == "m" and cells["< 0.05 bpp"]["runner_up"] is None
+    assert cells["0.05-0.15 bpp"]["best"] == "avif@1/2" and cells["0.05-0.15 bpp"]["runner_up"] == "m"
+    assert cells["> 0.15 bpp"]["unreached"] == ["m"]
+    bd = {"avif@1/2": {"ssimulacra2": 42.0, "overlap_fraction": {"ssimulacra2": 0.5}}}
+    sentence = verdict(band_winners(curves), bd, "m")
+    assert "only codec that reaches < 0.05 bpp" in sentence and "to AVIF at 1/2 size" in sentence
+    assert "does not reach > 0.15 bpp" in sentence and "+42.0%" in sentence

@@ -30,7 +30,7 @@ from .crops import comparison_crops, read_original
 from .figures import METRIC_LABELS, chosen_levels_png, quality_spread_png, rd_curves_png
 from .stats import METRICS_COLUMNS, MetricsAggregate, worst_images
 from .targets import target_summary
-from .verdict import band_winners, codec_label, verdict
+from .verdict import NARROW, band_winners, codec_label, verdict
 
 __all__ = ["write_report"]
 
@@ -71,7 +71,7 @@ def _bd_table(bd: dict[str, dict[str, Any]], spread: dict[tuple[str, str], tuple
             text = "no overlap" if value is None else f"{value:+.1f}%"
             share = e.get("overlap_fraction", {}).get(m)
             narrow = (f' <span class="warn" title="a BD-rate over so little of the joint quality range says little">'
-                      f'⚠ narrow: {100 * share:.0f}% of the range</span>') if share is not None and share < 0.25 else ""
+                      f'⚠ narrow: {100 * share:.0f}% of the range</span>') if share is not None and share < NARROW else ""
             span = "" if not overlap else f"<small> over {overlap[0]:.4g}–{overlap[1]:.4g}</small>{narrow}"
             lo_hi = spread.get((codec, m))
             per_image = (f"<br><small>per image {lo_hi[0]:+.1f}% to {lo_hi[1]:+.1f}% (n={lo_hi[2]})</small>"

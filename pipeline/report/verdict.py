@@ -16,10 +16,13 @@ from typing import Any
 from ..stages.metrics import QUALITY_METRICS, finite
 from .bd_rate import envelope
 
-__all__ = ["BANDS", "CODEC_NAMES", "codec_label", "quality_at", "band_winners", "verdict"]
+__all__ = ["BANDS", "NARROW", "CODEC_NAMES", "codec_label", "quality_at", "band_winners", "verdict"]
 
 BANDS = (("< 0.05 bpp", 0.01, 0.05), ("0.05-0.15 bpp", 0.05, 0.15), ("> 0.15 bpp", 0.15, 0.6))
 """(label, low, high): each band is read at the geometric middle of low and high."""
+
+NARROW = 0.25
+"""A BD-rate over less than this share of the two curves' joint quality range is called narrow."""
 
 CODEC_NAMES = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jxl": "JPEG XL"}
 
@@ -69,7 +72,8 @@ def band_winners(curves: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
 def verdict(winners: list[dict[str, Any]], bd: dict[str, dict[str, Any]], model: str) -> str:
     """One plain sentence: where ``model`` is the best codec, where it is not and who beats it, and
     the BD-rate on SSIMULACRA2 (else MS-SSIM) against the strongest classical codec."""
-    won = [w for w in winners if w["best"] == model]
+    won = [w for w in winners if w["best"] == model and w["runner_up"] is not None]
+    alone = [w for w in winners if w["best"] == model and w["runner_up"] is None]
     lost = [w for w in winners if w["best"] not in (None, model) and model in w["values"]]
     absent = [w for w in winners if model not in w["values"]]
 
@@ -79,9 +83,12 @@ def verdict(winners: list[dict[str, Any]], bd: dict[str, dict[str, Any]], model:
             by_band.setdefault(w["band"], []).append(w["metric"])
         return "; ".join(f"{band} on {', '.join(ms)}" for band, ms in by_band.items())
 
-    parts = [f"{model} is the best codec in {len(won)} of {len(winners)} (metric, rate) cells"]
+    parts = [f"{model} is the best codec in {len(won) + len(alone)} of {len(winners)} (metric, rate) cells"]
     if won:
         parts.append(f"it wins at {where(won)}")
+    if alone:
+        parts.append(f"it is the only codec that reaches {', '.join(sorted({w['band'] for w in alone}))}, so it wins "
+                     "there by default")
     if lost:
         beaten_by = sorted({codec_label(w["best"]) for w in lost})
         parts.append(f"it loses at {where(lost)}, to {', '.join(beaten_by)}")
@@ -89,6 +96,8 @@ def verdict(winners: list[dict[str, Any]], bd: dict[str, dict[str, Any]], model:
         parts.append(f"it does not reach {', '.join(sorted({w['band'] for w in absent}))}")
     metric = "ssimulacra2" if any(e.get("ssimulacra2") is not None for e in bd.values()) else "ms_ssim"
     measured = {c: e[metric] for c, e in bd.items() if e.get(metric) is not None}
+    wide = {c: v for c, v in measured.items() if (bd[c].get("overlap_fraction", {}).get(metric) or 0) >= NARROW}
+    measured = wide or measured  # a BD-rate over a sliver of the quality range names no rival if a wider one exists
     if measured:
         strongest = max(measured, key=lambda c: measured[c])  # the rival against which the model needs most bits
         parts.append(f"its BD-rate on {metric} against {codec_label(strongest)}, the strongest rival there, is "
