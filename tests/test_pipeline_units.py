@@ -222,7 +222,7 @@ def test_a_unit_is_complete_only_once_every_table_row_of_it_is_in_a_received_fil
     streams = [{"rate_level": lv, "bitstream": b"x" * 4, "encode_ms": 1.0} for lv in (0, 1)]
     row = {"unit_id": "u", "unit_size": 1, "source_uri": "a.png", "error": None, "image_id": "abc", "width": 16,
            "height": 8, "streams": streams}
-    flat = table_rows(table_of([row], list(row)), ArchiveRows("00000000", _model().nominal_bpp))
+    flat = table_rows(table_of([row], list(row)), ArchiveRows("00000000", _model().nominal_bpp, "oscar-test"))
     assert flat.column("table").to_pylist() == ["", "bitstreams", "bitstreams"]
     first, rest = flat.slice(0, 2), flat.slice(2)  # the count row and one stream; the other stream
     windows = CommitWindows()
