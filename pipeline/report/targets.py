@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..batch import column
+from ..stages.target import QualityTarget
 from ..storage import StorageOptions
 from ..tables.scan import scan_delta
 
@@ -46,9 +47,14 @@ def target_summary(output_uri: str, storage: StorageOptions | None) -> dict[str,
             chosen[level] = chosen.get(level, 0) + n
             if n_met:
                 met_levels[level] = met_levels.get(level, 0) + n_met
+    bar = QualityTarget.parse(target) if target else None
+    alone: dict[str, dict[str, int]] = {}  # codec -> what it alone spent and met: its finalist rows, summed
     searched = pc.field("mode").isin(["target", "candidate", "probe"])
-    for b in scan_delta(output_uri, "metrics", storage, columns=["rate_level", "n_bytes", "mode", "decode_ms"], where=searched):
+    columns = ["rate_level", "n_bytes", "mode", "decode_ms", "codec"] + ([bar.metric] if bar else [])
+    for b in scan_delta(output_uri, "metrics", storage, columns=columns, where=searched):
         decodes += b.num_rows - b.column("decode_ms").null_count  # the model's levels and classical probes alike
+        if bar:
+            _add_finalists(alone, b, bar)
         b = b.filter(pc.is_valid(b.column("rate_level")))
         per_level = pa.table({"rate_level": b.column("rate_level"), "n_bytes": b.column("n_bytes")}).group_by(
             "rate_level").aggregate([("n_bytes", "sum")])
@@ -65,34 +71,30 @@ def target_summary(output_uri: str, storage: StorageOptions | None) -> dict[str,
             "chosen_levels": {str(k): v for k, v in sorted(chosen.items())},
             "met_levels": {str(k): v for k, v in sorted(met_levels.items())},
             "fixed_level": fixed, "saving": round(1 - spent / fixed["bytes"], 4) if fixed and fixed["bytes"] else None,
-            **({"codecs": _codec_mix(output_uri, storage, target, per_codec, spent, met)} if len(per_codec) > 1 or
-               _has_candidates(output_uri, storage) else {})}
+            **({"codecs": _codec_mix(alone, per_codec, spent, met)} if len(alone) > 1 else {})}
 
 
-def _has_candidates(output_uri: str, storage: StorageOptions | None) -> bool:
-    return any(b.num_rows for b in scan_delta(output_uri, "metrics", storage, columns=["mode"],
-                                              where=pc.field("mode") == "candidate"))
+def _add_finalists(alone: dict[str, dict[str, int]], batch: pa.RecordBatch | pa.Table, bar) -> None:
+    """Adds a batch's finalist rows (mode ``target`` or ``candidate``: each codec's cheapest setting
+    meeting the target per image) to ``alone``: per codec, images, bytes, and images meeting it."""
+    finalists = batch.filter(pc.is_in(batch.column("mode"), pa.array(["target", "candidate"])))
+    value = finalists.column(bar.metric)
+    passed = pc.greater_equal(value, bar.value) if bar.op == ">=" else pc.less_equal(value, bar.value)
+    sums = pa.table({"codec": finalists.column("codec"), "n_bytes": pc.fill_null(finalists.column("n_bytes"), 0),
+                     "met": pc.cast(pc.fill_null(passed, False), pa.int64())}).group_by("codec").aggregate(
+        [("n_bytes", "sum"), ("n_bytes", "count"), ("met", "sum")])
+    for codec, n_bytes, n, n_met in zip(*(column(sums, c) for c in ("codec", "n_bytes_sum", "n_bytes_count", "met_sum"))):
+        entry = alone.setdefault(codec, {"images": 0, "bytes": 0, "met": 0})
+        entry["images"] += n
+        entry["bytes"] += n_bytes
+        entry["met"] += n_met
 
 
-def _codec_mix(output_uri: str, storage: StorageOptions | None, target: str | None, kept: dict[str, int],
-               spent: int, met: int) -> dict[str, Any]:
+def _codec_mix(alone: dict[str, dict[str, int]], kept: dict[str, int], spent: int, met: int) -> dict[str, Any]:
     """A mixed archive (``--codecs``): the images each codec kept, and what each codec alone would
-    have cost and met - its cheapest setting meeting the target per image (its finalist: the
-    ``target`` or ``candidate`` metrics row) - against what the mix spent and met."""
+    have cost and met (``alone``) against what the mix spent and met."""
     from ..stages.classic import is_classic
-    from ..stages.target import QualityTarget
 
-    bar = QualityTarget.parse(target) if target else None
-    alone: dict[str, dict[str, int]] = {}
-    finalists = pc.field("mode").isin(["target", "candidate"])
-    columns = ["codec", "n_bytes", "mode"] + ([bar.metric] if bar else [])
-    for b in scan_delta(output_uri, "metrics", storage, columns=columns, where=finalists):
-        values = column(b, bar.metric) if bar else [None] * b.num_rows
-        for codec, n_bytes, value in zip(column(b, "codec"), column(b, "n_bytes"), values):
-            entry = alone.setdefault(codec, {"images": 0, "bytes": 0, "met": 0})
-            entry["images"] += 1
-            entry["bytes"] += n_bytes or 0
-            entry["met"] += int(bool(bar and bar.met(value)))
     model = next((c for c in alone if not is_classic(c)), None)
     classical = {c: e for c, e in alone.items() if c != model}
     best = min(classical, key=lambda c: (-classical[c]["met"], classical[c]["bytes"])) if classical else None

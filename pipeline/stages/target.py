@@ -156,38 +156,33 @@ class TargetStage:
         name = self.codec.config.name
         finalists = [_Finalist(name, chosen, f"level {chosen}", size[chosen], met,
                                measured.get(chosen, {}).get(self.target.metric))]
-        classical: list[dict[str, Any]] = []
-        files: dict[str, bytes] = {}
-        for codec in self.codecs:
-            finalist, rows, data = self._classical(original, codec)
-            classical += rows
-            if finalist is not None:
-                finalists.append(finalist)
-                files[codec] = data
+        probed = {codec: self._classical(original, codec) for codec in self.codecs}
+        finalists += [f for f, _ in probed.values() if f is not None]
         winner = _pick(finalists, self.target)
         mode = {(f.codec, f.setting): ("target" if f is winner else "candidate") for f in finalists}
         probes = [measurement(name, lv, f"level {lv}, target {self.target}", mode.get((name, f"level {lv}"), "probe"),
                               None, n_bytes=size[lv], bpp=8 * size[lv] / pixels, encode_ms=by_level[lv]["encode_ms"],
                               **measured.get(lv, {}))
                   for lv in levels]
-        for row in classical:
-            setting = row["setting"].split(", target")[0]
-            row["mode"] = mode.get((row["codec"], setting), "probe")
-        probes += classical
+        probes += [measurement(codec, None, f"quality {q}, target {self.target}", mode.get((codec, f"quality {q}"), "probe"),
+                               None, n_bytes=len(data), bpp=8 * len(data) / pixels, **values)
+                   for codec, (_, files) in probed.items() for q, (data, values) in sorted(files.items())]
         if winner.codec == name:
             kept = [{**by_level[lv], "chosen": lv == chosen} for lv in (levels if self.keep_all else [chosen])]
         else:
-            kept = [{"rate_level": None, "bitstream": files[winner.codec], "encode_ms": None, "codec": winner.codec,
-                     "setting": winner.setting, "chosen": True}]
+            kept = [{"rate_level": None, "bitstream": probed[winner.codec][1][winner.quality][0], "encode_ms": None,
+                     "codec": winner.codec, "setting": winner.setting, "chosen": True}]
             kept += [{**by_level[lv], "chosen": False} for lv in (levels if self.keep_all else [])]
-        decodes = len(measured) + sum(1 for r in classical if r["decode_ms"] is not None)
+        decodes = len(measured) + sum(len(files) for _, files in probed.values())
         return kept, probes, {"spec": str(self.target), "met": winner.met, "decodes": decodes,
                               "chosen_level": winner.level, "chosen_codec": winner.codec}
 
-    def _classical(self, original: np.ndarray, codec: str) -> tuple[_Finalist | None, list[dict[str, Any]], bytes]:
-        """Bisection over ``codec``'s quality scale for the lowest setting whose decode meets the
-        target: (that setting, or the highest one measured when none meets; every probe's
-        measurement; its file). No finalist when even its lowest setting is over ``max_bpp``."""
+    def _classical(self, original: np.ndarray, codec: str
+                   ) -> tuple[_Finalist | None, dict[int, tuple[bytes, dict[str, Any]]]]:
+        """Bisection over ``codec``'s quality scale (:func:`cheapest_meeting`) for the lowest setting
+        whose decode meets the target: (that setting, or the highest one measured within
+        ``max_bpp`` when none meets - none when no setting probed is within it; each quality
+        probed -> its file and measurement)."""
         from .classic import CLASSIC_CODECS, decode_classic, encode_classic, parse_codec
         from .metrics import quality_of
 
@@ -208,24 +203,17 @@ class TargetStage:
         def within(q: int) -> bool:
             return self.max_bpp is None or 8 * len(probe(q)[0]) / (h * w) <= self.max_bpp
 
-        a, b = lo, hi + 1
-        while a < b:  # the lowest quality that meets the target (quality rises with the setting)
-            mid = (a + b) // 2
-            if self.target.met(probe(mid)[1][self.target.metric]):
-                b = mid
-            else:
-                a = mid + 1
-        if a <= hi and within(a):
-            best, met = a, True
+        lowest, met = cheapest_meeting(list(range(lo, hi + 1)), lambda q: probe(q)[1][self.target.metric], self.target)
+        if met and within(lowest):
+            best = lowest
         else:  # none meets (or the one that does is over --max-bpp): the best measured within it
+            met = False
             fits = [q for q in probed if within(q)]
-            best, met = (max(fits), False) if fits else (None, False)
-        rows = [measurement(codec, None, f"quality {q}, target {self.target}", "probe", None, n_bytes=len(data),
-                            bpp=8 * len(data) / (h * w), **values) for q, (data, values) in sorted(probed.items())]
+            best = max(fits) if fits else None
         if best is None:
-            return None, rows, b""
+            return None, probed
         data, values = probed[best]
-        return _Finalist(codec, None, f"quality {best}", len(data), met, values[self.target.metric]), rows, data
+        return _Finalist(codec, None, f"quality {best}", len(data), met, values[self.target.metric], best), probed
 
 
 @dataclass(frozen=True)
@@ -238,6 +226,8 @@ class _Finalist:
     n_bytes: int
     met: bool
     value: float | None
+    quality: int | None = None
+    """A classical codec's quality setting (None for the model's level)."""
 
 
 def _pick(finalists: list[_Finalist], target: QualityTarget) -> _Finalist:
