@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pixels import padded_size
+from .tiling import padded_size
 
 __all__ = ["Fold", "fold_layout", "fold", "unfold"]
 

@@ -15,13 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["padded_size", "to_model_range", "arrays_to_model_input", "pad_array_to_stride", "to_uint8",
+__all__ = ["to_model_range", "arrays_to_model_input", "pad_array_to_stride", "to_uint8",
            "to_uint8_in_place"]
-
-
-def padded_size(height: int, width: int, stride: int) -> tuple[int, int]:
-    """(height, width) rounded up to multiples of ``stride``: what the networks see of an image."""
-    return -(-height // stride) * stride, -(-width // stride) * stride
 
 
 def to_model_range(batch: np.ndarray | torch.Tensor) -> torch.Tensor:

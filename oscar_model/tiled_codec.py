@@ -35,18 +35,18 @@ def encode_tiled(
     padded = pad_array_to_stride(array, stride)
     lh, lw = padded.shape[0] // f, padded.shape[1] // f
 
-    def latents(y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+    def latents(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         tile = torch.from_numpy(np.ascontiguousarray(padded[y0 * f : y1 * f, x0 * f : x1 * f])).to(device)
-        return model.encode_latents(to_model_range(tile[None]))
+        return _array(model.encode_latents(to_model_range(tile[None])))
 
-    z = blend_tiles(latents, lh, lw, tiling.for_autoencoder().aligned(stride // f))
+    z = torch.from_numpy(blend_tiles(latents, lh, lw, tiling.for_autoencoder().aligned(stride // f)))
     rms = model.channel_rms(z)[0].numpy()
     codes = []
     for point in points:
         he = model.hyper_encoders[point.index]
-        grid = assemble_cores(lambda y0, y1, x0, x1, he=he: he.encode(z[:, :, y0:y1, x0:x1].to(device)),
+        grid = assemble_cores(lambda y0, y1, x0, x1, he=he: he.encode(z[:, :, y0:y1, x0:x1].to(device)).cpu().numpy(),
                               lh, lw, tiling, point.downsample)
-        codes.append(grid[0].numpy())
+        codes.append(grid[0])
     return codes, rms
 
 
@@ -61,14 +61,19 @@ def decode_tiled(
     lh, lw = indices.shape[1] * s, indices.shape[2] * s
     idx = torch.from_numpy(indices)[None]
     he = model.hyper_encoders[point.index]
-    z_tilde = blend_tiles(lambda y0, y1, x0, x1: he.decode(idx[:, :, y0 // s : y1 // s, x0 // s : x1 // s].to(device)),
+    z_tilde = blend_tiles(lambda y0, y1, x0, x1: _array(he.decode(idx[:, :, y0 // s : y1 // s, x0 // s : x1 // s].to(device))),
                           lh, lw, tiling)
-    z_t = model.rescale(z_tilde, target_rms[None])
+    z_t = model.rescale(torch.from_numpy(z_tilde), target_rms[None])
     del z_tilde
     if denoise:
-        z_t = blend_tiles(lambda y0, y1, x0, x1: model.denoise(z_t[:, :, y0:y1, x0:x1].to(device), point, timestep),
-                          lh, lw, tiling)
-    pixels = blend_tiles(lambda y0, y1, x0, x1: model.decode_latents(z_t[:, :, y0:y1, x0:x1].to(device)),
+        z_t = torch.from_numpy(blend_tiles(
+            lambda y0, y1, x0, x1: _array(model.denoise(z_t[:, :, y0:y1, x0:x1].to(device), point, timestep)), lh, lw, tiling))
+    pixels = blend_tiles(lambda y0, y1, x0, x1: _array(model.decode_latents(z_t[:, :, y0:y1, x0:x1].to(device))),
                          lh, lw, tiling.for_autoencoder().aligned(stride // f), scale=f)
     height, width = size
-    return np.ascontiguousarray(to_uint8_in_place(pixels)[:height, :width])
+    return np.ascontiguousarray(to_uint8_in_place(torch.from_numpy(pixels))[:height, :width])
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A network's output tile as the float32 array the numpy blending takes."""
+    return t.float().cpu().numpy()

@@ -10,6 +10,9 @@ tile, not on the image; time grows linearly with the area.
 
 All tile corners lie on multiples of ``align`` latent pixels (the codec's stride / 8), so
 every tile is a valid input for the hyper-encoders' down-sampling and the denoiser's.
+
+The blending is numpy, whichever runtime ran the networks (torch or ONNX Runtime: each
+tile's output comes back as a float32 array), so both runtimes blend with the same arithmetic.
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
-__all__ = ["Tiling", "tile_spans", "blend_tiles", "assemble_cores"]
+__all__ = ["Tiling", "padded_size", "tile_spans", "blend_tiles", "assemble_cores"]
+
+
+def padded_size(height: int, width: int, stride: int) -> tuple[int, int]:
+    """(height, width) rounded up to multiples of ``stride``: what the networks see of an image."""
+    return -(-height // stride) * stride, -(-width // stride) * stride
 
 
 @dataclass(frozen=True)
@@ -72,40 +80,40 @@ def tile_spans(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     return [(s, s + tile) for s in starts]
 
 
-def _ramp(start: int, end: int, size: int, overlap: int, scale: int) -> torch.Tensor:
-    """1-D blending weights of a tile's output: rising over the overlap on every inner edge."""
+def _ramp(start: int, end: int, size: int, overlap: int, scale: int) -> np.ndarray:
+    """1-D float32 blending weights of a tile's output: rising over the overlap on every inner edge."""
     n, ov = (end - start) * scale, overlap * scale
-    w = torch.ones(n)
+    w = np.ones(n, dtype=np.float32)
     if ov and start > 0:
-        w[:ov] = torch.arange(1, ov + 1) / (ov + 1)
+        w[:ov] = np.arange(1, ov + 1, dtype=np.float32) / np.float32(ov + 1)
     if ov and end < size:
-        w[n - ov :] = torch.minimum(w[n - ov :], torch.arange(ov, 0, -1) / (ov + 1))
+        w[n - ov :] = np.minimum(w[n - ov :], np.arange(ov, 0, -1, dtype=np.float32) / np.float32(ov + 1))
     return w
 
 
 def blend_tiles(
-    fn: Callable[[int, int, int, int], torch.Tensor],
+    fn: Callable[[int, int, int, int], np.ndarray],
     height: int,
     width: int,
     tiling: Tiling,
     scale: int = 1,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Runs ``fn(y0, y1, x0, x1)`` (latent coordinates) -> (1, C, (y1-y0)*scale, (x1-x0)*scale)
-    on every tile of a ``height`` x ``width`` latent grid; returns the blended (1, C, H*scale,
-    W*scale) float32 result on the CPU (``out`` may be given to accumulate into)."""
-    weight = torch.zeros(1, 1, height * scale, width * scale)
+) -> np.ndarray:
+    """Runs ``fn(y0, y1, x0, x1)`` (latent coordinates) -> a float32 array (1, C, (y1-y0)*scale,
+    (x1-x0)*scale) on every tile of a ``height`` x ``width`` latent grid; returns the blended
+    (1, C, H*scale, W*scale) float32 array."""
+    weight = np.zeros((1, 1, height * scale, width * scale), dtype=np.float32)
+    out: np.ndarray | None = None
     for y0, y1 in tile_spans(height, tiling.tile, tiling.overlap):
         wy = _ramp(y0, y1, height, tiling.overlap, scale)
         for x0, x1 in tile_spans(width, tiling.tile, tiling.overlap):
-            piece = fn(y0, y1, x0, x1).float().cpu()
+            piece = np.asarray(fn(y0, y1, x0, x1), dtype=np.float32)
             if out is None:
-                out = torch.zeros(1, piece.shape[1], height * scale, width * scale)
+                out = np.zeros((1, piece.shape[1], height * scale, width * scale), dtype=np.float32)
             w = wy[:, None] * _ramp(x0, x1, width, tiling.overlap, scale)[None, :]
             region = (slice(None), slice(None), slice(y0 * scale, y1 * scale), slice(x0 * scale, x1 * scale))
             out[region] += piece * w
             weight[region] += w
-    return out.div_(weight)
+    return np.divide(out, weight, out=out)
 
 
 def _cores(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -120,20 +128,20 @@ def _cores(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def assemble_cores(
-    fn: Callable[[int, int, int, int], torch.Tensor], height: int, width: int, tiling: Tiling, factor: int
-) -> torch.Tensor:
-    """Runs ``fn(y0, y1, x0, x1)`` (latent coordinates) -> (1, G, (y1-y0)/factor, (x1-x0)/factor)
+    fn: Callable[[int, int, int, int], np.ndarray], height: int, width: int, tiling: Tiling, factor: int
+) -> np.ndarray:
+    """Runs ``fn(y0, y1, x0, x1)`` (latent coordinates) -> an array (1, G, (y1-y0)/factor, (x1-x0)/factor)
     on every tile and keeps each tile's core: a (1, G, H/factor, W/factor) grid with no blending
     (VQ indices). Core edges are rounded to multiples of ``factor``."""
     out = None
     ys, xs = tile_spans(height, tiling.tile, tiling.overlap), tile_spans(width, tiling.tile, tiling.overlap)
     for (y0, y1), (cy0, cy1) in zip(ys, _cores(ys)):
         for (x0, x1), (cx0, cx1) in zip(xs, _cores(xs)):
-            piece = fn(y0, y1, x0, x1)
+            piece = np.asarray(fn(y0, y1, x0, x1))
             if out is None:
-                out = torch.zeros(1, piece.shape[1], height // factor, width // factor, dtype=piece.dtype)
+                out = np.zeros((1, piece.shape[1], height // factor, width // factor), dtype=piece.dtype)
             cy0, cy1, cx0, cx1 = (c // factor * factor for c in (cy0, cy1, cx0, cx1))
             out[:, :, cy0 // factor : cy1 // factor, cx0 // factor : cx1 // factor] = piece[
                 :, :, (cy0 - y0) // factor : (cy1 - y0) // factor, (cx0 - x0) // factor : (cx1 - x0) // factor
-            ].cpu()
+            ]
     return out

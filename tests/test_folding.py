@@ -52,11 +52,11 @@ def test_a_strip_is_coded_folded_and_decodes_to_its_size(tiny_codec, photo):
 
 
 def test_a_tall_band_folds_too_and_beats_the_unfolded_stream(tiny_codec, photo, monkeypatch):
-    import oscar_model.codec as codec_module
+    import oscar_model.streams as streams_module
 
     band = np.ascontiguousarray(np.concatenate([photo[:, :4]] * 8, axis=0))  # 1600 x 4
     folded = tiny_codec.encode([band], 2)[0]
-    monkeypatch.setattr(codec_module, "fold_layout", lambda *a: None)
+    monkeypatch.setattr(streams_module, "fold_layout", lambda *a: None)
     unfolded = tiny_codec.encode([band], 2)[0]
     monkeypatch.undo()
     assert unpack(folded).folded and not unpack(unfolded).folded
