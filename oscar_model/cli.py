@@ -6,6 +6,7 @@
     oscar models [--json]
     oscar convert-official --sd21 DIR --checkpoint FILE --out DIR [--copy-base]
     oscar fit-tables --model DIR --images DIR [--limit N]
+    oscar export-onnx [--model NAME] [--into-model]
 """
 
 from __future__ import annotations
@@ -25,16 +26,12 @@ _STARTED = time.perf_counter()  # the command's start, so reported times include
 
 
 def _load_codec(args: argparse.Namespace):
-    """``--model`` run with ``--max-pixels``, ``--tile`` and (decode only) ``--precision``; bad
-    options fail before the model loads."""
-    import torch
+    """``--model`` run with ``--max-pixels``, ``--tile``, ``--threads``, ``--runtime`` and (decode
+    only) ``--precision``; bad options fail before the model loads. With the ONNX Runtime (the
+    default on a CPU) the command never imports torch."""
+    from .runtimes import open_codec
 
-    from .codec import OscarCodec
-    from .options import free_cores
-
-    options = CodecOptions.from_args(args)
-    torch.set_num_threads(options.threads or free_cores())
-    return OscarCodec.from_pretrained(args.model, options=options)
+    return open_codec(args.model, options=CodecOptions.from_args(args), gradients=getattr(args, "refine", 0) > 0)
 
 
 def _existing(paths: list[str]) -> list[Path]:
@@ -190,6 +187,27 @@ def _cmd_fit_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .config import read_model_config
+    from .onnx_codec import build_onnx_graphs, exportable, onnx_graphs
+
+    t0 = time.perf_counter()
+    path, config = read_model_config(args.model)
+    if not exportable(config):
+        raise ValueError(f"{args.model}: only oscar-tiny's compact networks export to ONNX; run it with --runtime torch")
+    if args.into_model:
+        if not config.model_hash:
+            raise ValueError(f"{path}: oscar.json records no model_hash; save the folder again with save_pretrained")
+        folder = path / "onnx"
+        build_onnx_graphs(path, config.model_hash, folder)
+    else:
+        folder, _ = onnx_graphs(path, config)
+    size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+    print(f"{config.name} (model id {config.model_hash[:8]}): ONNX Runtime graphs in {folder}, {size:.0f} MB, "
+          f"ready in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _typical(point: dict) -> str:
     bpp = point.get("typical_bpp")
     return "   ?  " if bpp is None else f"{bpp:.4f}"
@@ -234,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=int, default=None, help="use the first N photos (sorted by path)")
     f.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     f.set_defaults(func=_cmd_fit_tables)
+    x = sub.add_parser("export-onnx", help="build a model's ONNX Runtime graphs now (else built on first use and cached)")
+    x.add_argument("--model", default="oscar-tiny", help="registered name or model folder")
+    x.add_argument("--into-model", action="store_true",
+                   help="write them into the model folder (onnx/), so that every node that fetches the folder has them")
+    x.set_defaults(func=_cmd_export_onnx)
     return p
 
 

@@ -23,7 +23,7 @@ from .bitstream import BitstreamError, dequantize_rms, quantize_rms
 from .config import CodecConfig
 from .context_model import ContextModel
 from .model import OscarModel
-from .options import CodecOptions
+from .options import ENCODE_THREADS, CodecOptions
 from .pixels import to_uint8
 from .rates import RatePoint
 from .refine import refine_indices
@@ -136,12 +136,6 @@ class OscarCodec(StreamCodec):
     def _decode_tiled(self, indices: np.ndarray, point: RatePoint, rms: np.ndarray, size: tuple[int, int],
                       timestep: int | None, denoise: bool) -> np.ndarray:
         return decode_tiled(self.model, self.tiling, indices, point, torch.from_numpy(rms), size, timestep, denoise)
-
-
-ENCODE_THREADS = 1
-"""Torch threads while encoding on CPU, whoever calls: float sums in another order can flip a VQ
-index (2 of 45 streams differed between 1 and 2 threads), so the CLI, the job's actors and
-library callers all encode at this one count and write the same bytes on one machine."""
 
 
 @contextlib.contextmanager

@@ -11,12 +11,23 @@ from dataclasses import dataclass
 
 from .images import DEFAULT_MAX_PIXELS
 
-__all__ = ["CodecOptions", "PRECISIONS", "parse_tile", "add_codec_arguments", "free_cores", "THREADS_ENV"]
+__all__ = ["CodecOptions", "PRECISIONS", "RUNTIMES", "ENCODE_THREADS", "parse_tile", "add_codec_arguments", "free_cores", "THREADS_ENV"]
 
 THREADS_ENV = "OSCAR_THREADS"
 """The default of ``--threads`` where the flag is not given."""
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+"""What runs the networks: ``torch`` (the reference, and the GPU's), ``onnxruntime`` (the model's
+graphs exported once, :mod:`oscar_model.onnx_codec`: the fast start and the CPU's), or ``auto``
+(:func:`oscar_model.runtimes.chosen_runtime`)."""
+
+ENCODE_THREADS = 1
+"""Threads while encoding on CPU, whoever calls and in either runtime: float sums in another
+order can flip a VQ index (2 of 45 streams differed between 1 and 2 torch threads), so the CLI,
+the job's actors and library callers all encode at this one count and write the same bytes on
+one machine."""
 
 
 @dataclass(frozen=True)
@@ -37,15 +48,18 @@ class CodecOptions:
         precision: the decoder's networks in ``"fp32"`` (the reference), ``"bf16"`` (autocast
             on any device) or ``"auto"`` (bf16 on CUDA, where it is about twice as fast, fp32
             elsewhere). Encoding is always fp32, so indices never depend on bf16 rounding.
-        threads: torch's CPU threads (None: ``$OSCAR_THREADS``, else for one command the cores the
-            load average leaves free (:func:`free_cores`), and for a job's actor 1, since Ray gives
-            each actor its share of the cores). Threads never change a stream or a decoded image.
+        threads: the decoder's CPU threads (None: ``$OSCAR_THREADS``, else for one command the
+            cores the load average leaves free (:func:`free_cores`), and for a job's actor 1, since
+            Ray gives each actor its share of the cores). Threads never change a stream or a
+            decoded image; encoding always runs :data:`ENCODE_THREADS`.
+        runtime: what runs the networks, one of :data:`RUNTIMES`. Streams do not depend on it.
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
     tile: str | int = "auto"
     precision: str = "auto"
     threads: int | None = None
+    runtime: str = "auto"
 
     def __post_init__(self) -> None:
         if int(self.max_pixels) <= 0:
@@ -53,6 +67,8 @@ class CodecOptions:
         object.__setattr__(self, "tile", parse_tile(self.tile))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}")
         threads = self.threads if self.threads is not None else os.environ.get(THREADS_ENV)
         if threads is not None:
             try:
@@ -68,7 +84,8 @@ class CodecOptions:
         """The options :func:`add_codec_arguments`' flags name (precision ``auto`` where not declared)."""
         if getattr(args, "refine", 0) < 0:
             raise ValueError(f"--refine must be >= 0, got {args.refine}")
-        return cls(args.max_pixels, args.tile, getattr(args, "precision", "auto"), getattr(args, "threads", None))
+        return cls(args.max_pixels, args.tile, getattr(args, "precision", "auto"), getattr(args, "threads", None),
+                   getattr(args, "runtime", "auto"))
 
 
 def parse_tile(text: str | int) -> str | int:
@@ -98,8 +115,12 @@ def add_codec_arguments(parser: argparse.ArgumentParser, precision: bool = True,
                             help="the decoder's networks: fp32 (the reference), bf16, or auto (bf16 on CUDA, fp32 "
                                  "elsewhere)")
     parser.add_argument("--threads", type=int, default=None,
-                        help=f"torch CPU threads (default: ${THREADS_ENV}, else for one command the cores the load "
-                             "average leaves free, for each actor of a job 1)")
+                        help=f"the decoder's CPU threads (default: ${THREADS_ENV}, else for one command the cores the "
+                             "load average leaves free, for each actor of a job 1)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="what runs the networks: onnxruntime (fast on a CPU; the graphs are exported once and "
+                             "cached), torch (the reference; the GPU's), or auto: onnxruntime on a CPU where the model "
+                             "exports, torch otherwise (default auto). Streams are the same format either way")
     if refine:
         parser.add_argument("--refine", type=int, default=0, metavar="STEPS",
                             help="encoder effort: STEPS of index search through the decoder per image and level; "

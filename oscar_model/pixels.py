@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["to_model_range", "arrays_to_model_input", "pad_array_to_stride", "to_uint8",
+__all__ = ["to_model_range", "arrays_to_model_input", "to_uint8",
            "to_uint8_in_place"]
 
 
@@ -33,13 +33,6 @@ def arrays_to_model_input(arrays: Sequence[np.ndarray], stride: int, device: tor
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     return x
-
-
-def pad_array_to_stride(array: np.ndarray, stride: int) -> np.ndarray:
-    """(H, W, 3) uint8 padded by edge replication to ``stride``: the same pixels as
-    :func:`arrays_to_model_input`'s padding, for the tiled path that cuts tiles from it."""
-    h, w = array.shape[:2]
-    return np.pad(array, ((0, -h % stride), (0, -w % stride), (0, 0)), mode="edge")
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

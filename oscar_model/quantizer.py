@@ -48,6 +48,11 @@ class CosineVectorQuantizer(nn.Module):
         """Indices (B, G, h, w) -> normalised codes (B, G*d, h, w)."""
         if indices.min() < 0 or indices.max() >= self.codebook_size:
             raise ValueError(f"indices must lie in [0, {self.codebook_size - 1}]")
+        return self.gather_codes(indices)
+
+    def gather_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """:meth:`lookup` without its range check, a graph an exporter can trace (the entropy
+        decoder never yields an index outside the codebook)."""
         cb = self.normalized_codebook()  # (G, K, d)
         b, g, h, w = indices.shape
         codes = torch.stack([cb[i][indices[:, i]] for i in range(g)], dim=1)  # (B, G, h, w, d)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .pixels import pad_array_to_stride, to_model_range, to_uint8_in_place
+from .pixels import to_model_range, to_uint8_in_place
 from .rates import RatePoint
-from .tiling import Tiling, assemble_cores, blend_tiles
+from .tiling import Tiling, assemble_cores, blend_tiles, pad_array_to_stride
 
 if TYPE_CHECKING:
     from .model import OscarModel

@@ -22,12 +22,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Tiling", "padded_size", "tile_spans", "blend_tiles", "assemble_cores"]
+__all__ = ["Tiling", "padded_size", "pad_array_to_stride", "tile_spans", "blend_tiles", "assemble_cores"]
 
 
 def padded_size(height: int, width: int, stride: int) -> tuple[int, int]:
     """(height, width) rounded up to multiples of ``stride``: what the networks see of an image."""
     return -(-height // stride) * stride, -(-width // stride) * stride
+
+
+def pad_array_to_stride(array: np.ndarray, stride: int) -> np.ndarray:
+    """(..., H, W, 3) uint8 padded by edge replication to ``stride``: the same pixels as
+    :func:`oscar_model.pixels.arrays_to_model_input`'s padding, for the tiled path that cuts tiles
+    from it and for the ONNX Runtime codec."""
+    h, w = array.shape[-3:-1]
+    lead = [(0, 0)] * (array.ndim - 3)
+    return np.pad(array, (*lead, (0, -h % stride), (0, -w % stride), (0, 0)), mode="edge")
 
 
 @dataclass(frozen=True)

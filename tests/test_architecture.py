@@ -26,7 +26,7 @@ PIPELINE_LAYERS = (
 """The pipeline's layers, lowest first: a module imports its own layer's and lower layers' modules only
 (the in-flight batch and storage at the bottom; the jobs, each a plan, at the top)."""
 CODEC_API = ("oscar_model", "oscar_model.config", "oscar_model.model_info", "oscar_model.options", "oscar_model.images", "oscar_model.registry", "oscar_model.ssimulacra2",
-             "oscar_model.codec", "oscar_model.bitstream")
+             "oscar_model.codec", "oscar_model.bitstream", "oscar_model.runtimes", "oscar_model.streams")
 """The codec's modules the pipeline and the jobs may import: its public API."""
 
 

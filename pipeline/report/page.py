@@ -110,11 +110,11 @@ def _winners_table(winners: list[dict[str, Any]], model: str) -> str:
 
 
 def _decoder(model: ModelInfo, storage: StorageOptions | None):
-    from oscar_model.codec import OscarCodec
+    from oscar_model.runtimes import open_codec
 
     from ..inputs.model_cache import local_model_folder
 
-    return OscarCodec.from_pretrained(local_model_folder(model, storage), device="cpu")
+    return open_codec(local_model_folder(model, storage), device="cpu")
 
 
 def _crops(output_uri: str, storage: StorageOptions | None, model: ModelInfo,

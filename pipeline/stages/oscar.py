@@ -7,6 +7,7 @@ batch. The codec is reached only through its public API.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from typing import Any
@@ -25,24 +26,27 @@ from .images import pixels_of
 __all__ = ["load_codec", "EncodeStage", "VerifyStage", "EncodeVerifyStage", "ArchiveDecodeStage"]
 
 
-def load_codec(model: Any, device: str | None, options: CodecOptions | None = None):
-    """One model per actor, single-threaded torch: Ray gives each actor its share of the cores.
+def load_codec(model: Any, device: str | None, options: CodecOptions | None = None, gradients: bool = False):
+    """One model per actor, single-threaded: Ray gives each actor its share of the cores.
 
     ``model``: a :class:`~oscar_model.ModelInfo` (the weights loaded must hash to its id), a
     registered name or folder, or an already loaded codec (shared by stages fused into one actor).
-    ``options``: how it runs (limits, tiles, precision): the job's ``JobConfig.codec``.
+    ``options``: how it runs (limits, tiles, precision, runtime): the job's ``JobConfig.codec``.
+    ``gradients``: the encoder searches its indices through the decoder (``--refine``), which
+    only torch can run. The runtime is :func:`oscar_model.runtimes.open_codec`'s choice.
     """
-    import torch
+    from oscar_model import ModelInfo
+    from oscar_model.runtimes import open_codec
+    from oscar_model.streams import StreamCodec
 
-    from oscar_model import ModelInfo, OscarCodec
-
-    torch.set_num_threads(options.threads if options is not None and options.threads else 1)
-    if isinstance(model, OscarCodec):
+    if isinstance(model, StreamCodec):
         return model
+    options = options or CodecOptions()
+    options = dataclasses.replace(options, threads=options.threads or 1)
     path = model.path if isinstance(model, ModelInfo) else model
     if isinstance(model, ModelInfo) and is_remote(path):  # s3://...: fetched once per node, checked below
         path = local_model_folder(model)
-    codec = OscarCodec.from_pretrained(path, device=device, options=options)
+    codec = open_codec(path, device=device, options=options, gradients=gradients)
     if isinstance(model, ModelInfo):
         model.check(codec.model_hash)
     return codec
@@ -62,7 +66,7 @@ class EncodeStage:
         self, model: Any, levels: tuple[int, ...] | None = None, device: str | None = None, batch_size: int = 8,
         refine_steps: int = 0, keep_pixels: bool = True, options: CodecOptions | None = None,
     ) -> None:
-        self.codec = load_codec(model, device, options)
+        self.codec = load_codec(model, device, options, gradients=refine_steps > 0)
         self.points = list(self.codec.ladder) if levels is None else [self.codec.ladder.get(lv) for lv in levels]
         self.batch_size = batch_size
         self.refine_steps = refine_steps
