@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,10 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 KODAK = SHARED / "datasets" / "kodak"
+
+# The ONNX Runtime graphs the tests' models are exported to (once per model hash; Ray's workers
+# inherit it): a temp folder, not the user's ~/.cache.
+os.environ.setdefault("OSCAR_ONNX_CACHE", str(Path(tempfile.gettempdir()) / "oscar-onnx-tests"))
 
 TINY_TEST_LADDER_KW = dict(
     autoencoder_config={"block_channels": (32, 16, 16, 8)},
