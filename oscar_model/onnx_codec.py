@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,8 @@ def _cache_root() -> Path:
 
 
 def build_onnx_graphs(path: Path, model_hash: str, target: Path) -> None:
-    """Exports the model folder ``path`` (whose weights must hash to ``model_hash``) into ``target``."""
+    """Exports the model folder ``path`` (whose weights must hash to ``model_hash``) into ``target``,
+    replaced whole and atomically: a reader sees the old export or the new one, never half of one."""
     log.warning("oscar: exporting %s to ONNX Runtime graphs once, into %s (a few seconds; later runs reuse them)",
                 path.name, target)
     from .model import OscarModel  # torch: only here, once per model and machine
@@ -101,7 +103,15 @@ def build_onnx_graphs(path: Path, model_hash: str, target: Path) -> None:
     if model.model_hash != model_hash:
         raise ValueError(f"{path}: oscar.json records model hash {model_hash[:16]}..., the weights there hash to "
                          f"{model.model_hash[:16]}...: the folder was changed after it was saved; save it again")
-    export_onnx(model, target)
+    partial, old = (target.with_name(f"{target.name}.{kind}-{os.getpid()}") for kind in ("partial", "old"))
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    manifest = {"format": EXPORT_FORMAT, **export_onnx(model, partial)}
+    (partial / RUNTIME_MANIFEST).write_text(json.dumps(manifest, indent=1))
+    if target.exists():
+        target.rename(old)
+    partial.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 class OnnxCodec(StreamCodec):

@@ -8,11 +8,11 @@ One graph per network step, float32, with dynamic batch, height and width:
     denoiser              z_t, int64 timesteps (B,)            -> the clean latent x0 (one step)
     autoencoder_decoder   latents                              -> image in about [-1, 1]
 
-plus ``runtime.json``: the model hash the graphs were exported from (the cache's key and the
-check that they belong to the model folder), the stride and the latent geometry. The glue
-between the graphs (norm rescaling, tiles, entropy coding) is numpy in the codec, shared with
-torch. Only models whose networks are the compact ones of oscar-tiny are exported
-(:func:`~oscar_model.onnx_codec.exportable`); the SD 2.1 model runs in torch.
+and what :mod:`oscar_model.onnx_codec` records of them in ``runtime.json`` (the model hash they
+were exported from, the stride and the latent geometry). The glue between the graphs (norm
+rescaling, tiles, entropy coding) is numpy in the codec, shared with torch. Only the compact
+networks of oscar-tiny's design are exported (:func:`oscar_model.onnx_codec.exportable`); the
+SD 2.1 model runs in torch.
 
 Written with torch's TorchScript-based exporter (``dynamo=False``): it traces these plain
 convolutional networks with dynamic sizes in about two seconds and needs no extra package.
@@ -20,18 +20,15 @@ convolutional networks with dynamic sizes in about two seconds and needs no extr
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from .denoiser import predict_clean_latent
 from .model import OscarModel
-from .onnx_codec import EXPORT_FORMAT, RUNTIME_MANIFEST, exportable
 
 __all__ = ["export_onnx", "ONNX_OPSET"]
 
@@ -95,15 +92,10 @@ def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str
 
 
 @torch.inference_mode(False)
-def export_onnx(model: OscarModel, folder: str | Path) -> Path:
-    """Writes ``model``'s graphs and ``runtime.json`` into ``folder`` (replaced whole, atomically:
-    a reader sees the old export or the new one, never half of one). Returns ``folder``."""
-    if not exportable(model.config):
-        raise ValueError(f"{model.config.name}: only oscar-tiny's compact networks export to ONNX; run it with --runtime torch")
+def export_onnx(model: OscarModel, folder: str | Path) -> dict[str, Any]:
+    """Writes ``model``'s graphs into the existing folder ``folder``; returns what the codec needs
+    to know of them (model hash, stride, latent geometry, how they were made)."""
     folder = Path(folder)
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
     t0 = time.perf_counter()
     model = model.cpu().eval()
     f, stride = int(model.autoencoder.downscale), model.stride
@@ -112,20 +104,19 @@ def export_onnx(model: OscarModel, folder: str | Path) -> Path:
     with torch.no_grad():
         z = model.encode_latents(image)
         _export(_Encoder(model), (image,), ["images", "latents"], {"images": bhw, "latents": bhw},
-                partial / "autoencoder_encoder.onnx")
+                folder / "autoencoder_encoder.onnx")
         _export(_Decoder(model), (z,), ["latents", "images"], {"latents": bhw, "images": bhw},
-                partial / "autoencoder_decoder.onnx")
+                folder / "autoencoder_decoder.onnx")
         t = torch.full((1,), model.ladder.get(0).timestep, dtype=torch.long)
         _export(_Denoiser(model), (z, t), ["z_t", "timesteps", "latents"],
-                {"z_t": bhw, "timesteps": {0: "batch"}, "latents": bhw}, partial / "denoiser.onnx")
+                {"z_t": bhw, "timesteps": {0: "batch"}, "latents": bhw}, folder / "denoiser.onnx")
         for point, he in zip(model.ladder, model.hyper_encoders):
             indices = he.encode(z)
             _export(_LevelEncoder(he), (z,), ["latents", "indices"], {"latents": bhw, "indices": bhw},
-                    partial / f"level_{point.index}_encoder.onnx")
+                    folder / f"level_{point.index}_encoder.onnx")
             _export(_LevelDecoder(he), (indices,), ["indices", "z_tilde"], {"indices": bhw, "z_tilde": bhw},
-                    partial / f"level_{point.index}_decoder.onnx")
-    manifest = {
-        "format": EXPORT_FORMAT,
+                    folder / f"level_{point.index}_decoder.onnx")
+    return {
         "model": model.config.name,
         "model_hash": model.model_hash,
         "stride": stride,
@@ -135,10 +126,3 @@ def export_onnx(model: OscarModel, folder: str | Path) -> Path:
         "exported_with": f"torch {torch.__version__}",
         "export_seconds": round(time.perf_counter() - t0, 2),
     }
-    (partial / RUNTIME_MANIFEST).write_text(json.dumps(manifest, indent=1))
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        folder.rename(old)
-    partial.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
