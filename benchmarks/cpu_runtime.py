@@ -57,7 +57,7 @@ def _command(args: list[str], env: dict[str, str]) -> tuple[float, int]:
 
 def whole_commands(image: Path, level: int, repeats: int, env: dict[str, str], work: Path) -> dict:
     out: dict = {}
-    for r in range(repeats):
+    for _ in range(repeats):
         for runtime in RUNTIMES:  # interleaved: both see the same machine
             stream = work / f"{runtime}.osc"
             enc = _command(["encode", str(image), "-o", str(stream), "--level", str(level), "--runtime", runtime], env)

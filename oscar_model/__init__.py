@@ -15,7 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["OscarCodec", "OscarModel", "CodecOptions", "CodecConfig", "ModelInfo", "RateLadder", "RatePoint", "BitstreamError", "ModelWeightsMissing", "MODELS"]
-__version__ = "0.2.0"
+__version__ = "0.4.0"
 
 _LOCATIONS = {
     "OscarCodec": "codec",

@@ -15,7 +15,8 @@ networks of oscar-tiny's design are exported (:func:`oscar_model.onnx_codec.expo
 SD 2.1 model runs in torch.
 
 Written with torch's TorchScript-based exporter (``dynamo=False``): it traces these plain
-convolutional networks with dynamic sizes in about two seconds and needs no extra package.
+convolutional networks with dynamic sizes in a few seconds and needs only the ``onnx`` package,
+which also checks each graph once written (``onnx.checker``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
 
@@ -89,6 +91,7 @@ def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str
         warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic (sizes stay dynamic)
         torch.onnx.export(module.eval(), inputs, str(path), input_names=names[:-1], output_names=names[-1:],
                           dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
+    onnx.checker.check_model(str(path))  # a malformed graph fails here, at export, not in a user's decode
 
 
 @torch.inference_mode(False)

@@ -4,6 +4,7 @@
   :mod:`pipeline.tables.schema` (the one place the tables are declared).
 * ``<!-- results -->`` (results.md): every JSON file under ``benchmarks/results/``, each with the
   command that made it (its own ``command`` field, or :data:`COMMANDS`).
+* ``<!-- cpu_runtime -->`` (runtime.md): the runtimes side by side, from ``cpu_runtime.json``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,45 @@ def results_markdown() -> str:
     return "\n".join(_result(p) for p in sorted(RESULTS.glob("*.json")))
 
 
+def cpu_runtime_markdown() -> str:
+    """The tables of ``benchmarks/cpu_runtime.py``'s JSON, in the words of the runtime page."""
+    path = RESULTS / "cpu_runtime.json"
+    if not path.exists():
+        return "*Not measured yet: run `python benchmarks/cpu_runtime.py`.*\n"
+    d = json.loads(path.read_text())
+    cmd = d["whole_commands"]
+    out = [f"Made by `{d['command']}` on a {d['cpus']}-core x86 CPU, {d['image']} at level {d['level']}. "
+           f"The graphs' one-time export took {d['one_time_export_s']} s and holds {d['export_mb']} MB.\n",
+           "**Whole commands**, from process start to exit (best of "
+           f"{len(cmd['onnxruntime']['decode']['runs_s'])}, the runtimes alternating):\n",
+           "| command | onnxruntime, s | torch, s | onnxruntime / torch | peak RSS, MB (onnxruntime / torch) |",
+           "|---|---|---|---|---|"]
+    for name in ("encode", "decode"):
+        o, t = cmd["onnxruntime"][name], cmd["torch"][name]
+        out.append(f"| `oscar {name}` | {o['best_s']} | {t['best_s']} | {cmd[f'{name}_ratio_onnx_over_torch']} | "
+                   f"{o['peak_rss_mb']} / {t['peak_rss_mb']} |")
+    out.append(f"\nThe two runtimes wrote {'the same' if cmd['streams_identical'] else 'different'} stream bytes.\n")
+    out += ["**The codec alone** (a fresh process per row; encode on 1 thread, decode on 2):\n",
+            "| runtime | size | tiled | start-up, s | encode, s/Mpx | decode, s/Mpx | peak RSS, MB |",
+            "|---|---|---|---|---|---|---|"]
+    out += [f"| {r['runtime']} | {r['size']} | {'yes' if r['tiled'] else 'no'} | {r['startup_s']} | "
+            f"{r['encode_s_per_mpx']} | {r['decode_s_per_mpx']} | {r['peak_rss_mb']} |" for r in d["codec"]]
+    net = d["per_network"]
+    runtimes = list(net["installed_mb"])
+    out += [f"\n**The candidates per network**, the same graphs at {net['size']} (best of 3, seconds; "
+            "installed size: " + ", ".join(f"{r} {mb} MB" for r, mb in net["installed_mb"].items()) + "):\n",
+            "| graph | threads | " + " | ".join(runtimes) + " |", "|---|---|" + "---|" * len(runtimes)]
+    for name, by in net["graphs"].items():
+        threads = next(iter(by.values()))["threads"]
+        out.append(f"| {name} | {threads} | " + " | ".join(f"{by[r]['best_s']}" if r in by else "-" for r in runtimes) + " |")
+    out += ["\n**The reference line**: classical decoders on the same photo at about the same bytes:\n",
+            "| codec | size | bytes | decode, s | decode, s/Mpx |", "|---|---|---|---|---|"]
+    out += [f"| {r['codec']} | {r['size']} | {r['bytes']} | {r['decode_s']} | {r['decode_s_per_mpx']} |"
+            for r in d["reference_decoders"]]
+    out.append("\n" + ("No GPU figures: no GPU was available to this benchmark." if not d.get("gpu") else ""))
+    return "\n".join(out) + "\n"
+
+
 def columns_markdown() -> str:
     sys.path.insert(0, str(ROOT))
     from pipeline.tables.schema import ALL_TABLES, describe
@@ -97,6 +137,8 @@ def on_files(files: Any, config: Any) -> Any:
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     if "<!-- columns -->" in markdown:
         markdown = markdown.replace("<!-- columns -->", columns_markdown())
+    if "<!-- cpu_runtime -->" in markdown:
+        markdown = markdown.replace("<!-- cpu_runtime -->", cpu_runtime_markdown())
     if "<!-- results -->" in markdown:
         markdown = markdown.replace("<!-- results -->", results_markdown())
     return markdown
