@@ -156,7 +156,12 @@ class OnnxCodec(StreamCodec):
     # ------------------------------------------------------------------ the graphs
     def _run(self, graph: str, encoding: bool, **inputs: np.ndarray) -> np.ndarray:
         """Runs one graph. Its session is made on first use: a decode of one level loads only the
-        graphs it needs. Encoding graphs run :data:`ENCODE_THREADS` threads, as torch does."""
+        graphs it needs. Encoding graphs run :data:`ENCODE_THREADS` threads, as torch does.
+
+        Decoding graphs run without ONNX Runtime's memory arena: the arena keeps the largest
+        activations of any call for the session's life, and without it a decode's peak RSS fell
+        from 945 to 395 MB on a 6 Mpx photo for 6-9% more time. Encoding keeps it (without it,
+        28% slower)."""
         session = self._sessions.get(graph)
         if session is None:
             import onnxruntime as ort
@@ -164,6 +169,7 @@ class OnnxCodec(StreamCodec):
             so = ort.SessionOptions()
             so.intra_op_num_threads = ENCODE_THREADS if encoding else (self.options.threads or free_cores())
             so.inter_op_num_threads = 1
+            so.enable_cpu_mem_arena = encoding
             so.log_severity_level = 3  # errors only: its notes on unused initialisers are not the user's concern
             session = ort.InferenceSession(str(self.graphs / f"{graph}.onnx"), so, providers=["CPUExecutionProvider"])
             self._sessions[graph] = session
