@@ -10,7 +10,8 @@ Measured, each runtime in its own fresh processes, one after the other:
    ``--runtime torch``; the ratio of the two is the issue's bar (decode <= 0.4, encode <= 0.5).
    The ONNX graphs are built beforehand; their one-time export is timed separately.
 2. **The codec alone**, in a worker process per runtime and size: start-up (imports and model
-   load), encode and decode in s/Mpx, and the process's peak RSS, at the photo's size and at
+   load), encode and decode in s/Mpx (the photo: best of two calls, since the first also loads
+   ONNX Runtime's graphs), and the process's peak RSS, at the photo's size and at
    ``--large-mpx`` (the photo enlarged: the tiled path).
 3. **The candidates per network**: ONNX Runtime and, where installed, OpenVINO running the same
    exported graphs at the photo's size (decode graphs on 2 threads, encode graphs on 1), with
@@ -90,12 +91,15 @@ def worker(runtime: str, image_path: str, level: int, mpx: float | None) -> dict
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
     pixels = np.asarray(image)
     megapixels = pixels.shape[0] * pixels.shape[1] / 1e6
-    t0 = time.perf_counter()
-    (stream,) = codec.encode([pixels], level)
-    encode_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    codec.decode([stream])
-    decode_s = time.perf_counter() - t0
+    encodes, decodes = [], []
+    for _ in range(2 if megapixels < 2 else 1):  # a photo: the first calls also load the graphs; best of two
+        t0 = time.perf_counter()
+        (stream,) = codec.encode([pixels], level)
+        encodes.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        codec.decode([stream])
+        decodes.append(time.perf_counter() - t0)
+    encode_s, decode_s = min(encodes), min(decodes)
     return {"runtime": runtime, "size": f"{pixels.shape[1]}x{pixels.shape[0]}", "megapixels": round(megapixels, 2),
             "tiled": not codec.fits_one_tile(*pixels.shape[:2]), "startup_s": round(startup, 2),
             "encode_s": round(encode_s, 2), "decode_s": round(decode_s, 2),

@@ -24,8 +24,10 @@ import logging
 import math
 import os
 import platform
+import sys
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -194,8 +196,7 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
             check_actor_budget(plan.pools)
             counter = _progress_counter() if progress else None
             commits = _Commits(out, model, plan.rows, todo, CommitWindows(max(1, cfg.commit_units), 60 * cfg.commit_minutes), tally)
-            receipts = (r for part in slices(todo, cfg.slice_images) for r in _receipts(_dataset(plan, part, cfg, counter)))
-            commits.follow(receipts, counter, progress, job.name)
+            _run_rerunning_after_crashes(plan, cfg, commits, counter, progress, job.name)
     finally:
         out.release_lease()
     skipped = len(plan.units) - len(todo)
@@ -215,6 +216,71 @@ def run_job(job: Job, progress: bool = True) -> dict[str, Any]:
     write_json(cfg.output, "run_manifest.json", manifest, cfg.storage)
     job.finish(summary, model)
     return summary
+
+
+WORKER_CRASH_RERUNS = 3
+"""How many times in a row a run is taken up again after a worker died without committing a
+unit in between (a crash loop, such as an image that kills its process, stops there)."""
+
+
+def _run_rerunning_after_crashes(plan: Plan, cfg: JobConfig, commits: _Commits, counter: Any, progress: bool,
+                                 name: str) -> None:
+    """Runs the plan's units; when an actor dies, takes the run up again, as a rerun of the
+    command would: what is complete stays committed, the rows of units caught half-way are
+    deleted, and the units not committed run again on fresh actors.
+
+    Why here and not Ray's actor restarts: Ray Data hands every actor its own objects from the
+    object store as constructor arguments, and an actor restarted after those are gone fails
+    (ray-project/ray#53727; Ray logs an error line for every actor it starts that way). The
+    pools therefore start with ``max_restarts=0``, and the job, which can redo any unit not yet
+    committed, redoes them.
+    """
+
+    quiet = _HandledCrashes()
+    for logger_name in _RAY_DATA_ERROR_LOGGERS:
+        logging.getLogger(logger_name).addFilter(quiet)
+    try:
+        _rerun_loop(plan, cfg, commits, counter, progress, name)
+    finally:
+        for logger_name in _RAY_DATA_ERROR_LOGGERS:
+            logging.getLogger(logger_name).removeFilter(quiet)
+
+
+_RAY_DATA_ERROR_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state")
+"""Where Ray Data logs, with full tracebacks, the dataset a dead actor ended."""
+
+
+class _HandledCrashes(logging.Filter):
+    """Drops Ray Data's error records about a dead actor: the runner takes the run up again and
+    says so in one line of its own. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ray.exceptions import RayActorError
+
+        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return not isinstance(exc, RayActorError)
+
+
+def _rerun_loop(plan: Plan, cfg: JobConfig, commits: _Commits, counter: Any, progress: bool, name: str) -> None:
+    from ray.exceptions import RayActorError
+
+    fruitless = 0
+    while True:
+        left = [u for u in commits.todo if u.unit_id in commits.remaining]
+        receipts = (r for part in slices(left, cfg.slice_images) for r in _receipts(_dataset(plan, part, cfg, counter)))
+        committed_before = len(commits.todo) - len(commits.remaining)
+        try:
+            commits.follow(receipts, counter, progress, name)
+            return
+        except RayActorError as e:
+            redo = commits.after_crash()
+            progressed = len(commits.todo) - len(commits.remaining) > committed_before
+            fruitless = 0 if progressed else fruitless + 1
+            if fruitless > WORKER_CRASH_RERUNS:
+                raise
+            log.warning("%s: a worker died (%s); %d units not yet committed run again on new workers "
+                        "(the rows of %d caught half-way were deleted)", name, type(e).__name__,
+                        len(commits.remaining), redo)
 
 
 def slices(units: list[WorkUnit], max_images: int) -> Iterator[list[WorkUnit]]:
@@ -264,18 +330,24 @@ def _dataset(plan: Plan, todo: list[WorkUnit], cfg: JobConfig, counter: Any) -> 
 
 
 def apply_step(ds: ray.data.Dataset, step: Step) -> ray.data.Dataset:
-    """``step`` on ``ds``: light tasks, or an actor pool with Ray Data's restart-and-retry defaults
-    (a crashed actor is restarted and its batch retried)."""
+    """``step`` on ``ds``: light tasks (a crashed task is retried by Ray), or an actor pool whose
+    actors are not restarted (a crashed actor's work is redone by the job: see
+    :func:`_run_rerunning_after_crashes`)."""
     import ray
 
     if step.pool is None:
         return ds.map_batches(step.stage, fn_kwargs=step.kwargs, batch_size=step.batch_size, num_cpus=step.num_cpus,
                               batch_format="pyarrow")
-    return ds.map_batches(
-        step.stage, fn_constructor_kwargs=step.kwargs, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=step.pool.min_actors, max_size=step.pool.max_actors),
-        num_cpus=step.pool.num_cpus, num_gpus=step.pool.num_gpus, batch_size=step.pool.batch_size,
-    )
+    with warnings.catch_warnings():
+        # Ray Data 2.60 has no named parameter for max_restarts yet and flags every extra remote
+        # argument as deprecated (to be replaced before its removal in 2.64): not the user's concern.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            step.stage, fn_constructor_kwargs=step.kwargs, batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=step.pool.min_actors, max_size=step.pool.max_actors),
+            num_cpus=step.pool.num_cpus, num_gpus=step.pool.num_gpus, batch_size=step.pool.batch_size,
+            max_restarts=0,  # a dead actor fails the dataset; the job takes it up again (_run_rerunning_after_crashes)
+        )
 
 
 class _Counted:
@@ -324,25 +396,39 @@ class _Commits:
         with an error row saying so, never dropped."""
         from tqdm.auto import tqdm
 
-        known = sum(len(u.members) for u in self.todo) if all(u.kind == "files" for u in self.todo) else None
+        left = [u for u in self.todo if u.unit_id in self.remaining]
+        known = sum(len(u.members) for u in left) if all(u.kind == "files" for u in left) else None
         stop = threading.Event()
+        base = _counted(counter)  # a run taken up again after a crash counts from here
         with tqdm(total=known, desc=desc, unit="img", disable=not progress) as bar:
             self._postfix(bar)
             if counter is not None:
-                _follow(counter, bar, stop)
-            for receipt in receipts:
-                self.add(receipt)
-                if counter is None:
-                    bar.update(receipt["ok"] + receipt["failed"])
-                if self.windows.due():
-                    self.commit()
-                    self._postfix(bar)
+                _follow(counter, bar, stop, base)
+            try:
+                for receipt in receipts:
+                    self.add(receipt)
+                    if counter is None:
+                        bar.update(receipt["ok"] + receipt["failed"])
+                    if self.windows.due():
+                        self.commit()
+                        self._postfix(bar)
+            finally:
+                stop.set()
             self.commit()
             if self.remaining:
                 self._commit_lost()
-            stop.set()
-            bar.update(max(0, self.tally.ok + self.tally.failed - bar.n))
+            bar.update(max(0, (known if known is not None else self.tally.ok + self.tally.failed) - bar.n))
             self._postfix(bar)
+
+    def after_crash(self) -> int:
+        """After a worker died: commits what is complete, deletes the rows of the units caught
+        half-way (as a rerun would) and forgets their counts; returns how many units those were."""
+        self.commit()
+        caught = set(self.windows.partial) | set(self.windows.seen)
+        self.out.heal()
+        self.tally.forget(caught)
+        self.windows = CommitWindows(self.windows.every_units, self.windows.every_s)
+        return len(caught & set(self.remaining))
 
     def _postfix(self, bar) -> None:
         bar.set_postfix_str(f"units {len(self.todo) - len(self.remaining)}/{len(self.todo)}, "
@@ -353,6 +439,7 @@ class _Commits:
         files, units, touched, partial = self.windows.take()
         if not files and not units:
             return
+        self.tally.settle(units)
         rows = []
         for u, n in units.items():
             kind, uri = self.remaining.pop(u)
@@ -396,18 +483,30 @@ def _progress_counter() -> Any:
     return ray.remote(num_cpus=0)(ProgressCounter).remote()
 
 
-def _follow(counter: Any, bar, stop: threading.Event, every_s: float = 0.5) -> threading.Thread:
-    """A daemon thread moving ``bar`` to the counter's value until ``stop`` is set."""
+def _counted(counter: Any) -> int:
+    """The counter's value now (0 without one, or when it does not answer)."""
+    import ray
+
+    if counter is None:
+        return 0
+    try:
+        return int(ray.get(counter.value.remote(), timeout=5))
+    except Exception:  # the bar is a convenience: never fail the job over it
+        return 0
+
+
+def _follow(counter: Any, bar, stop: threading.Event, base: int = 0, every_s: float = 0.5) -> threading.Thread:
+    """A daemon thread moving ``bar`` to the counter's value less ``base`` until ``stop`` is set."""
     import ray
 
     def loop() -> None:
         while not stop.wait(every_s):
             try:
-                seen = ray.get(counter.value.remote(), timeout=5)
+                seen = ray.get(counter.value.remote(), timeout=5) - base
             except Exception:  # the bar is a convenience: never fail the job over it
                 continue
             if seen > bar.n:
-                bar.update(seen - bar.n)
+                bar.update(min(seen, bar.total or seen) - bar.n)
 
     thread = threading.Thread(target=loop, name="oscar-progress", daemon=True)
     thread.start()

@@ -4,6 +4,7 @@ Faults come from pipeline/faults.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -93,6 +94,7 @@ def faulty_run(tmp_path_factory, tiny_model_dir):
     run = run_archive(folder, out, tiny_model_dir,
                       {"OSCAR_FAULT": f"crash:encode:2:{markers[0]},crash:write:1:{markers[1]}"})
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "a worker died" in run.stderr  # the job took its run up again, and said so
     return folder, out, markers, expectations
 
 
@@ -102,6 +104,12 @@ def test_bad_inputs_and_killed_workers_lose_nothing_and_duplicate_nothing(faulty
     folder, out, markers, expectations = faulty_run
     assert all(m.exists() for m in markers)  # an encode actor and a sink task really died mid-job
     check_exactly_once(out, folder)
+    # The summary counts each image once, though the units caught half-way by the crash were redone.
+    counts = json.loads((out / "run_manifest.json").read_text())["counts"]
+    bits = read_table(str(out), "bitstreams").to_pylist()
+    assert counts["images_ok"] == len({b["source_uri"] for b in bits})
+    assert counts["images_failed"] == read_table(str(out), "errors").num_rows
+    assert counts["bitstream_bytes"] == sum(b["n_bytes"] for b in bits)
     errors = {Path(e["source_uri"]).name: e for e in read_table(str(out), "errors").to_pylist()}
     sizes = {Path(b["source_uri"]).name: (b["width"], b["height"]) for b in read_table(str(out), "bitstreams").to_pylist()}
     for name, (kind, what) in expectations.items():
@@ -160,7 +168,6 @@ def test_a_sigkilled_driver_then_the_same_command_again_completes_exactly_once(p
 
 
 def test_a_driver_killed_inside_a_commit_leaves_a_torn_window_the_rerun_deletes(photos, tmp_path, tiny_model_dir):
-    import json
 
     out, marker = tmp_path / "out", tmp_path / "died-in-commit"
     crashed = run_archive(photos, out, tiny_model_dir, {"OSCAR_FAULT": f"crash:commit:2:{marker}"})

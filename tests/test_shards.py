@@ -117,7 +117,20 @@ def test_tar_lists_and_brace_ranges():
 
 def _receipt(seen: dict[str, int], sizes: dict[str, int], name: str) -> dict:
     return {"files": [{"table": "bitstreams", "path": name}], "seen": seen, "sizes": sizes, "ok": sum(seen.values()),
-            "failed": 0, "bytes": 0, "bpp": {}}
+            "failed": 0, "units": {u: {"ok": n, "failed": 0, "bytes": 10 * n, "bpp": {0: (0.1 * n, n)}, "quality": {}}
+                                   for u, n in seen.items()}}
+
+
+def test_the_tally_counts_a_unit_once_committed_and_a_redone_unit_once():
+    from pipeline.tables.windows import Tally
+
+    tally = Tally()
+    tally.add(_receipt({"a": 2, "b": 1}, {}, "f1"))
+    tally.settle({"a"})                                  # a committed; b caught half-way by a crash
+    tally.forget({"b"})                                  # b's rows deleted, to be redone
+    tally.add(_receipt({"b": 3}, {"b": 3}, "f2"))        # b redone whole
+    tally.settle({"b"})
+    assert (tally.ok, tally.bytes, tally.mean_bpp()) == (5, 50, {0: 0.1})
 
 
 def test_commit_windows_commit_every_file_and_carry_the_partial_units():

@@ -24,7 +24,9 @@ __all__ = ["CommitWindows", "Tally"]
 
 @dataclass
 class Tally:
-    """The run's summary, added up from receipts as they arrive (never a row per image)."""
+    """The run's summary, added up from receipts (never a row per image). A unit's counts wait in
+    ``pending`` until it is committed (:meth:`settle`): a unit whose rows are deleted and redone
+    after a worker died is dropped from it (:meth:`forget`) and counted once, when redone."""
 
     ok: int = 0
     failed: int = 0
@@ -32,17 +34,30 @@ class Tally:
     bpp: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0]))
     quality: dict[int, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0.0, 0, 0.0, 0]))
     """Per level: PSNR sum and count, MS-SSIM sum and count, over the model's measured streams."""
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, receipt: dict[str, Any]) -> None:
-        self.ok += receipt["ok"]
-        self.failed += receipt["failed"]
-        self.bytes += receipt["bytes"]
-        for level, (total, n) in receipt["bpp"].items():
-            self.bpp[int(level)][0] += total
-            self.bpp[int(level)][1] += n
-        for level, sums in receipt.get("quality", {}).items():
-            for k, v in enumerate(sums):
-                self.quality[int(level)][k] += v
+        for unit, counts in receipt["units"].items():
+            self.pending[unit].append(counts)
+
+    def settle(self, units: Any) -> None:
+        """Counts the waiting counts of ``units`` (just committed)."""
+        for unit in units:
+            for counts in self.pending.pop(unit, ()):
+                self.ok += counts["ok"]
+                self.failed += counts["failed"]
+                self.bytes += counts["bytes"]
+                for level, (total, n) in counts["bpp"].items():
+                    self.bpp[int(level)][0] += total
+                    self.bpp[int(level)][1] += n
+                for level, sums in counts["quality"].items():
+                    for k, v in enumerate(sums):
+                        self.quality[int(level)][k] += v
+
+    def forget(self, units: Any) -> None:
+        """Drops the waiting counts of ``units`` (their rows are deleted, to be redone)."""
+        for unit in units:
+            self.pending.pop(unit, None)
 
     def mean_quality(self) -> dict[int, dict[str, float]]:
         """Per level: mean PSNR and MS-SSIM of the streams measured (levels with none left out)."""

@@ -40,13 +40,17 @@ RECEIPT = pa.schema([
     ("seen", pa.list_(pa.struct([("unit_id", pa.string()), ("rows", pa.int64()), ("expected", pa.int64()),
                                  ("written", pa.int64())]))),
     ("sizes", pa.list_(pa.struct([("unit_id", pa.string()), ("size", pa.int64())]))),
-    ("ok", pa.int64()), ("failed", pa.int64()), ("bytes", pa.int64()),
-    ("bpp", pa.list_(pa.struct([("rate_level", pa.int16()), ("total", pa.float64()), ("n", pa.int64())]))),
-    ("quality", pa.list_(pa.struct([("rate_level", pa.int16()), ("psnr", pa.float64()), ("psnr_n", pa.int64()),
-                                    ("ms_ssim", pa.float64()), ("ms_ssim_n", pa.int64())]))),
+    ("counts", pa.list_(pa.struct([("unit_id", pa.string()), ("ok", pa.int64()), ("failed", pa.int64()),
+                                   ("bytes", pa.int64())]))),
+    ("bpp", pa.list_(pa.struct([("unit_id", pa.string()), ("rate_level", pa.int16()), ("total", pa.float64()),
+                                ("n", pa.int64())]))),
+    ("quality", pa.list_(pa.struct([("unit_id", pa.string()), ("rate_level", pa.int16()), ("psnr", pa.float64()),
+                                    ("psnr_n", pa.int64()), ("ms_ssim", pa.float64()), ("ms_ssim_n", pa.int64())]))),
 ])
 """A write task's one output row. ``files[].stats`` is the add action's statistics in the JSON
-form the Delta protocol itself stores them in (``numRecords``, ``minValues``, ...)."""
+form the Delta protocol itself stores them in (``numRecords``, ``minValues``, ...). The summary's
+counters (images, bytes, bpp and quality per level) come per unit, so that the driver counts a
+unit once it is committed, and a unit redone after a worker died is not counted twice."""
 
 _STATS_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string)
 
@@ -142,23 +146,33 @@ def _receipt(batch: pa.Table, files: list[dict[str, Any]]) -> pa.Table:
     }).group_by("unit_id").aggregate([("rows", "sum"), ("expected", "sum"), ("written", "sum")]) \
         .rename_columns(["unit_id", "rows", "expected", "written"])
     sized = counts.filter(pc.greater(counts.column("unit_size"), 0))
-    failed = int(pc.sum(pc.cast(counts.column("image_failed"), pa.int64())).as_py() or 0)
+    images = pa.table({"unit_id": counts.column("unit_id"),
+                       "failed": pc.cast(counts.column("image_failed"), pa.int64())}).group_by("unit_id").aggregate(
+        [("failed", "count"), ("failed", "sum")]).rename_columns(["unit_id", "images", "failed"])
     written = batch.filter(pc.equal(batch.column("table"), "bitstreams"))
+    sizes = pa.table({"unit_id": written.column("unit_id"), "bytes": pc.cast(written.column("n_bytes"), pa.int64())}) \
+        .group_by("unit_id").aggregate([("bytes", "sum")]).rename_columns(["unit_id", "bytes"])
+    per_unit = images.join(sizes, "unit_id", join_type="full outer")
+    zero = pa.scalar(0, pa.int64())
+    unit_counts = pa.table({
+        "unit_id": per_unit.column("unit_id"),
+        "ok": pc.subtract(pc.fill_null(per_unit.column("images"), zero), pc.fill_null(per_unit.column("failed"), zero)),
+        "failed": pc.fill_null(per_unit.column("failed"), zero), "bytes": pc.fill_null(per_unit.column("bytes"), zero),
+    })
     streams = written.filter(pc.is_valid(written.column("rate_level")))  # the model's (not a mixed archive's classical files)
-    bpp = pa.table({"rate_level": streams.column("rate_level"), "bpp": streams.column("bpp")}).group_by(
-        "rate_level").aggregate([("bpp", "sum"), ("bpp", "count")]).rename_columns(["rate_level", "total", "n"])
+    bpp = pa.table({"unit_id": streams.column("unit_id"), "rate_level": streams.column("rate_level"),
+                    "bpp": streams.column("bpp")}).group_by(["unit_id", "rate_level"]).aggregate(
+        [("bpp", "sum"), ("bpp", "count")]).rename_columns(["unit_id", "rate_level", "total", "n"])
     levels = batch.filter(pc.and_(pc.is_in(batch.column("mode"), pa.array(["sweep", "target"])),
                                   pc.is_valid(batch.column("rate_level"))))  # the model's own levels' measurements
-    quality = pa.table({"rate_level": levels.column("rate_level"), "psnr": levels.column("psnr"),
-                        "ms_ssim": levels.column("ms_ssim")}).group_by("rate_level").aggregate(
-        [("psnr", "sum"), ("psnr", "count"), ("ms_ssim", "sum"), ("ms_ssim", "count")]) \
-        .rename_columns(["rate_level", "psnr", "psnr_n", "ms_ssim", "ms_ssim_n"])
+    quality = pa.table({"unit_id": levels.column("unit_id"), "rate_level": levels.column("rate_level"),
+                        "psnr": levels.column("psnr"), "ms_ssim": levels.column("ms_ssim")}).group_by(
+        ["unit_id", "rate_level"]).aggregate([("psnr", "sum"), ("psnr", "count"), ("ms_ssim", "sum"),
+                                              ("ms_ssim", "count")]) \
+        .rename_columns(["unit_id", "rate_level", "psnr", "psnr_n", "ms_ssim", "ms_ssim_n"])
     receipt = {
-        "files": [files], "seen": [seen], "quality": [quality],
+        "files": [files], "seen": [seen], "quality": [quality], "counts": [unit_counts], "bpp": [bpp],
         "sizes": [pa.table({"unit_id": sized.column("unit_id"), "size": sized.column("unit_size")})],
-        "ok": [counts.num_rows - failed], "failed": [failed],
-        "bytes": [int(pc.sum(written.column("n_bytes")).as_py() or 0)],
-        "bpp": [bpp],
     }
     return _one_row(receipt)
 
@@ -179,13 +193,23 @@ def _one_row(receipt: dict[str, list[Any]]) -> pa.Table:
 def receipts_of(batch: pa.Table) -> list[dict[str, Any]]:
     """Receipt rows -> what :class:`~pipeline.tables.windows.CommitWindows` and the tally add up:
     ``seen`` (in-flight rows per unit), ``rows`` (per unit: table rows announced, table rows
-    written), ``sizes`` and ``bpp`` as dicts."""
+    written), ``sizes``, and ``units``: per unit its images ok and failed, stream bytes, and per
+    level its bpp and quality sums. ``ok`` and ``failed`` are the receipt's totals."""
     out = []
     for r in batch.to_pylist():
+        units: dict[str, dict[str, Any]] = {c["unit_id"]: {"ok": c["ok"], "failed": c["failed"], "bytes": c["bytes"],
+                                                           "bpp": {}, "quality": {}} for c in r["counts"]}
+        for b in r["bpp"]:
+            units.setdefault(b["unit_id"], _no_counts())["bpp"][b["rate_level"]] = (b["total"], b["n"])
+        for q in r["quality"]:
+            units.setdefault(q["unit_id"], _no_counts())["quality"][q["rate_level"]] = (
+                q["psnr"] or 0.0, q["psnr_n"], q["ms_ssim"] or 0.0, q["ms_ssim_n"])
         out.append({"files": r["files"], "seen": {s["unit_id"]: s["rows"] for s in r["seen"]},
                     "rows": {s["unit_id"]: (s["expected"], s["written"]) for s in r["seen"]},
-                    "sizes": {s["unit_id"]: s["size"] for s in r["sizes"]}, "ok": r["ok"], "failed": r["failed"],
-                    "bytes": r["bytes"], "bpp": {b["rate_level"]: (b["total"], b["n"]) for b in r["bpp"]},
-                    "quality": {q["rate_level"]: (q["psnr"] or 0.0, q["psnr_n"], q["ms_ssim"] or 0.0, q["ms_ssim_n"])
-                                for q in r["quality"]}})
+                    "sizes": {s["unit_id"]: s["size"] for s in r["sizes"]}, "units": units,
+                    "ok": sum(u["ok"] for u in units.values()), "failed": sum(u["failed"] for u in units.values())})
     return out
+
+
+def _no_counts() -> dict[str, Any]:
+    return {"ok": 0, "failed": 0, "bytes": 0, "bpp": {}, "quality": {}}
