@@ -158,10 +158,11 @@ class OnnxCodec(StreamCodec):
         """Runs one graph. Its session is made on first use: a decode of one level loads only the
         graphs it needs. Encoding graphs run :data:`ENCODE_THREADS` threads, as torch does.
 
-        Decoding graphs run without ONNX Runtime's memory arena: the arena keeps the largest
-        activations of any call for the session's life, and without it a decode's peak RSS fell
-        from 945 to 395 MB on a 6 Mpx photo for 6-9% more time. Encoding keeps it (without it,
-        28% slower)."""
+        The graphs run without ONNX Runtime's memory arena, which keeps the largest activations
+        of any call for the session's life: a Ray actor lives long and shares its node. Without
+        it, a 768x512 photo's encode and decode peaked at 421 MB instead of 751 MB, for 11% more
+        encode time; a 6 Mpx photo's at 395-426 MB instead of 938-945 MB, for 6-9% more decode
+        time and 28% more encode time."""
         session = self._sessions.get(graph)
         if session is None:
             import onnxruntime as ort
@@ -169,7 +170,7 @@ class OnnxCodec(StreamCodec):
             so = ort.SessionOptions()
             so.intra_op_num_threads = ENCODE_THREADS if encoding else (self.options.threads or free_cores())
             so.inter_op_num_threads = 1
-            so.enable_cpu_mem_arena = encoding
+            so.enable_cpu_mem_arena = False
             so.log_severity_level = 3  # errors only: its notes on unused initialisers are not the user's concern
             session = ort.InferenceSession(str(self.graphs / f"{graph}.onnx"), so, providers=["CPUExecutionProvider"])
             self._sessions[graph] = session

@@ -89,6 +89,15 @@ def cpu_runtime_markdown() -> str:
         out.append(f"| `oscar {name}` | {o['best_s']} | {t['best_s']} | {cmd[f'{name}_ratio_onnx_over_torch']} | "
                    f"{o['peak_rss_mb']} / {t['peak_rss_mb']} |")
     out.append(f"\nThe two runtimes wrote {'the same' if cmd['streams_identical'] else 'different'} stream bytes.\n")
+    agree = RESULTS / "runtime_agreement.json"
+    if agree.exists():
+        a = json.loads(agree.read_text())
+        lowest = "identical decodes" if a["lowest_psnr_between_decodes"] is None else (
+            f"{a['lowest_psnr_between_decodes']} dB at the lowest")
+        out.append(f"**Agreement** (`{a['command']}`): of {a['streams']} streams ({a['images']} BSDS500 test photos x "
+                   f"{a['levels']} levels), {a['streams_with_the_same_bytes']} had the same bytes in both runtimes. "
+                   f"The two runtimes' decodes of one stream agree to {lowest} (PSNR), and their MS-SSIM against the "
+                   f"original differs by {a['largest_ms_ssim_difference']} at most.\n")
     out += ["**The codec alone** (a fresh process per row; encode on 1 thread, decode on 2):\n",
             "| runtime | size | tiled | start-up, s | encode, s/Mpx | decode, s/Mpx | peak RSS, MB |",
             "|---|---|---|---|---|---|---|"]
