@@ -103,14 +103,11 @@ def bare_loop(model: str, files: list[Path], rates, runtime: str, cpus: int) -> 
     return time.perf_counter() - t0
 
 
-def measure(args, files: list[Path], rates, runtime: str) -> dict:
+def measure(args, files: list[Path], rates, runtime: str, timeline: Path | None) -> dict:
     """One runtime: the bare loop, then the archive job (fused pool, or separate pools)."""
     bare_s = bare_loop(args.model, files, rates, runtime, args.cpus)
-    timeline = None
-    if not args.no_timeline and not args.separate_pools:  # the timeline times the fused pool only
-        timeline = Path(tempfile.mkdtemp(prefix="oscar-timeline-")) / "events.jsonl"
-        os.environ["OSCAR_TIMELINE"] = str(timeline)  # inherited by the local Ray's workers
-        pipeline.runner.EncodeVerifyStage = TimedEncodeVerifyStage
+    if timeline:
+        timeline.write_text("")  # this runtime's events only
     out_dir = Path(tempfile.mkdtemp(prefix="oscar-throughput-"))
     if args.separate_pools:  # decode + metrics costs ~3x encode: one encode actor feeds two decode actors
         encode = ActorConfig(min_actors=1, max_actors=1, num_cpus=0.4, batch_size=2)
@@ -124,8 +121,6 @@ def measure(args, files: list[Path], rates, runtime: str) -> dict:
     job_s = time.perf_counter() - t0
     shutil.rmtree(out_dir, ignore_errors=True)
     actors = summarize_timeline(timeline, wall_t0) if timeline else None
-    if timeline:
-        shutil.rmtree(timeline.parent, ignore_errors=True)
     if summary["images_ok"] != len(files):
         raise SystemExit(f"archive job processed {summary['images_ok']} of {len(files)} images: {summary}")
     mpx = sum(Image.open(f).width * Image.open(f).height for f in files) / 1e6
@@ -157,9 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     files = sorted(Path(args.kodak).glob("*.png"))
     rates = parse_rates(args.rates)
     open_codec(args.model, device="cpu", options=CodecOptions(runtime="onnxruntime"))  # its graphs, built once first
+    timeline = None
+    if not args.no_timeline and not args.separate_pools:  # the timeline times the fused pool only
+        timeline = Path(tempfile.mkdtemp(prefix="oscar-timeline-")) / "events.jsonl"
+        os.environ["OSCAR_TIMELINE"] = str(timeline)  # set before Ray starts: its workers inherit it
+        pipeline.runner.EncodeVerifyStage = TimedEncodeVerifyStage
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    measured = [measure(args, files, rates, runtime) for runtime in args.runtimes.split(",")]
+    measured = [measure(args, files, rates, runtime, timeline) for runtime in args.runtimes.split(",")]
     ray.shutdown()
+    if timeline:
+        shutil.rmtree(timeline.parent, ignore_errors=True)
     result = {
         "images": len(files), "rates": args.rates, "cpus": args.cpus,
         "pools": "separate encode (1) + decode (2)" if args.separate_pools else f"fused encode+verify ({args.cpus})",
