@@ -10,8 +10,9 @@ Measured, each runtime in its own fresh processes, one after the other:
    ``--runtime torch``; the ratio of the two is the issue's bar (decode <= 0.4, encode <= 0.5).
    The ONNX graphs are built beforehand; their one-time export is timed separately.
 2. **The codec alone**, in a worker process per runtime and size: start-up (imports and model
-   load), encode and decode in s/Mpx (the photo: best of two calls, since the first also loads
-   ONNX Runtime's graphs), and the process's peak RSS, at the photo's size and at
+   load), encode and decode in s/Mpx (the photo: best of three calls, since ONNX Runtime loads
+   its graphs on the first and reaches its pace by the third), and the process's peak RSS, at
+   the photo's size and at
    ``--large-mpx`` (the photo enlarged: the tiled path).
 3. **The candidates per network**: ONNX Runtime and, where installed, OpenVINO running the same
    exported graphs at the photo's size (decode graphs on 2 threads, encode graphs on 1), with
@@ -92,7 +93,7 @@ def worker(runtime: str, image_path: str, level: int, mpx: float | None) -> dict
     pixels = np.asarray(image)
     megapixels = pixels.shape[0] * pixels.shape[1] / 1e6
     encodes, decodes = [], []
-    for _ in range(2 if megapixels < 2 else 1):  # a photo: the first calls also load the graphs; best of two
+    for _ in range(3 if megapixels < 2 else 1):  # a photo: the first calls also load and warm the graphs; best of 3
         t0 = time.perf_counter()
         (stream,) = codec.encode([pixels], level)
         encodes.append(time.perf_counter() - t0)
