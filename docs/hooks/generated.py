@@ -105,12 +105,14 @@ def cpu_runtime_markdown() -> str:
             f"{r['encode_s_per_mpx']} | {r['decode_s_per_mpx']} | {r['peak_rss_mb']} |" for r in d["codec"]]
     net = d["per_network"]
     runtimes = list(net["installed_mb"])
-    out += [f"\n**The candidates per network**, the same graphs at {net['size']} (best of 3, seconds; "
-            "installed size: " + ", ".join(f"{r} {mb} MB" for r, mb in net["installed_mb"].items()) + "):\n",
+    out += [f"\n**The candidates per network**, the same graphs at {net['size']}: best of 3 runs, and in brackets "
+            "the time to load (ONNX Runtime) or compile (OpenVINO) the graph, in seconds; installed size: "
+            + ", ".join(f"{r} {mb} MB" for r, mb in net["installed_mb"].items()) + ":\n",
             "| graph | threads | " + " | ".join(runtimes) + " |", "|---|---|" + "---|" * len(runtimes)]
     for name, by in net["graphs"].items():
         threads = next(iter(by.values()))["threads"]
-        out.append(f"| {name} | {threads} | " + " | ".join(f"{by[r]['best_s']}" if r in by else "-" for r in runtimes) + " |")
+        out.append(f"| {name} | {threads} | " + " | ".join(f"{by[r]['best_s']} ({by[r]['load_s']})" if r in by else "-"
+                                                           for r in runtimes) + " |")
     out += ["\n**The reference line**: classical decoders on the same photo at about the same bytes:\n",
             "| codec | size | bytes | decode, s | decode, s/Mpx |", "|---|---|---|---|---|"]
     out += [f"| {r['codec']} | {r['size']} | {r['bytes']} | {r['decode_s']} | {r['decode_s_per_mpx']} |"
