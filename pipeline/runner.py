@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
-import sys
 import threading
 import time
 import warnings
@@ -37,8 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from oscar_model.model_info import ModelInfo
 
 from .batch import table_of
+from .cluster import check_actor_budget, handled_actor_deaths_quiet, init_ray
 from .config import ActorConfig, ImagesConfig, JobConfig
-from .faults import FAULT_ENV, TRACE_ENV
 from .inputs.model_cache import model_info
 from .inputs.readers import read_units
 from .inputs.units import ImageColumns, WorkUnit, plan_units
@@ -54,14 +52,11 @@ from .tables.writer import receipts_of, table_rows, write_files
 if TYPE_CHECKING:
     import ray.data
 
-__all__ = ["Step", "Plan", "Job", "ImagesJob", "run_job", "init_ray", "check_reachable", "check_actor_budget",
-           "refuse_other_model", "package_versions", "read_image_steps", "encode_steps", "levels_of",
-           "LIGHT_TASK_CPUS", "ProgressCounter", "apply_step", "slices"]
+__all__ = ["Step", "Plan", "Job", "ImagesJob", "run_job", "refuse_other_model", "package_versions",
+           "read_image_steps", "encode_steps", "levels_of", "ProgressCounter", "apply_step", "slices"]
 
 log = logging.getLogger("oscar.jobs")
 
-LIGHT_TASK_CPUS = 0.5
-"""What the read, decode and write tasks need left over once the actor pools hold their CPUs."""
 MAX_READ_BLOCKS = 10_000
 UNKNOWN_UNIT_IMAGES = 1024
 """What a shard, a Parquet file or an archive data file counts for when a plan is cut into slices:
@@ -236,29 +231,8 @@ def _run_rerunning_after_crashes(plan: Plan, cfg: JobConfig, commits: _Commits, 
     committed, redoes them.
     """
 
-    quiet = _HandledCrashes()
-    for logger_name in _RAY_DATA_ERROR_LOGGERS:
-        logging.getLogger(logger_name).addFilter(quiet)
-    try:
+    with handled_actor_deaths_quiet():
         _rerun_loop(plan, cfg, commits, counter, progress, name)
-    finally:
-        for logger_name in _RAY_DATA_ERROR_LOGGERS:
-            logging.getLogger(logger_name).removeFilter(quiet)
-
-
-_RAY_DATA_ERROR_LOGGERS = ("ray.data.exceptions", "ray.data._internal.execution.streaming_executor_state")
-"""Where Ray Data logs, with full tracebacks, the dataset a dead actor ended."""
-
-
-class _HandledCrashes(logging.Filter):
-    """Drops Ray Data's error records about a dead actor: the runner takes the run up again and
-    says so in one line of its own. Every other record passes."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from ray.exceptions import RayActorError
-
-        exc = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
-        return not isinstance(exc, RayActorError)
 
 
 def _rerun_loop(plan: Plan, cfg: JobConfig, commits: _Commits, counter: Any, progress: bool, name: str) -> None:
@@ -513,97 +487,7 @@ def _follow(counter: Any, bar, stop: threading.Event, base: int = 0, every_s: fl
     return thread
 
 
-# ---------------------------------------------------------------------------- the cluster
-def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | None = None) -> None:
-    """Joins ``address`` (default $RAY_ADDRESS) when given, else starts a fresh local Ray.
-
-    Never a plain ``ray.init()``: that joins whatever cluster a ``ray start`` left behind, and a
-    dead one was retried for 13 minutes. A remote address is checked with a TCP connect first.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    # The test hooks (OSCAR_FAULT, OSCAR_TRACE) reach the workers through the runtime env.
-    env = {k: v for k, v in os.environ.items() if k in (FAULT_ENV, TRACE_ENV)}
-    runtime_env = {"env_vars": env} if env else None
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    level = logging.INFO if verbose else logging.WARNING  # Ray's own INFO lines only with --verbose
-    if address == "local":
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=verbose,
-                 runtime_env=runtime_env, logging_level=level)
-    else:
-        check_reachable(address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose, logging_level=level)
-    import ray.data  # configures its logger on import: set the level after that
-
-    logging.getLogger("ray.data").setLevel(level)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = verbose  # one bar, this job's, unless --verbose
-    ctx.enable_operator_progress_bars = verbose
-    if not verbose:
-        logging.getLogger("ray.data._internal.issue_detection.issue_detector_manager").addFilter(_MemoryWarningOnce())
-
-
-class _MemoryWarningOnce(logging.Filter):
-    """Ray Data repeats its high-memory warning every 30 s, in terms of its own API (``memory=``):
-    pass the first, once, with what to do in this tool's terms, and drop the repeats."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shown = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if "To disable issue detection" in text:
-            return False
-        if "of memory per worker" not in text:
-            return True
-        if self.shown:
-            return False
-        self.shown = True
-        first = " ".join(text.strip().split("\n\n")[0].split())
-        record.msg, record.args = (f"{first} Each actor holds a model and a batch of images: if a node runs short "
-                                   "of memory, lower --batch-size or --actors (shown once; --verbose shows Ray's own "
-                                   "warnings)"), ()
-        return True
-
-
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Raises ConnectionError, in one line, when ``address``'s host:port does not answer."""
-    import socket
-
-    if address in ("auto",):
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=timeout_s):
-            return
-    except (OSError, ValueError) as e:
-        raise ConnectionError(
-            f"cannot reach the Ray cluster at {address} ({e}): start it, fix RAY_ADDRESS or --ray-address, "
-            "or pass --ray-address local to run on this machine"
-        ) from None
-
-
-def check_actor_budget(pools: list[ActorConfig]) -> None:
-    """Refuses a plan whose actor pools leave no CPU for the read and write tasks.
-
-    Why: Ray Data reserves each pool's CPUs for the whole run; if nothing is left, the read
-    task is never scheduled and the job hangs silently instead of failing.
-    """
-    import ray
-
-    total = float(ray.cluster_resources().get("CPU", 0))
-    held = sum(p.max_actors * p.num_cpus for p in pools)
-    if held > total - LIGHT_TASK_CPUS:
-        raise ValueError(
-            f"actor pools would hold {held:g} of the cluster's {total:g} CPUs; leave at least {LIGHT_TASK_CPUS} "
-            f"for reading and writing: lower --actors or --actor-cpus (fractional CPUs are fine)"
-        )
-
-
+# ---------------------------------------------------------------------------- the output's guards
 def refuse_other_model(output: str, model: ModelInfo, committed: set[str]) -> None:
     """Raises when ``output`` already holds committed results of another model.
 
@@ -622,7 +506,8 @@ def refuse_other_model(output: str, model: ModelInfo, committed: set[str]) -> No
 
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("oscar-transcoder", "torch", "diffusers", "ray", "pyarrow", "numpy", "pillow", "constriction"):
+    for pkg in ("oscar-transcoder", "torch", "onnxruntime", "diffusers", "ray", "pyarrow", "numpy", "pillow",
+                "constriction"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

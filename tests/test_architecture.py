@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("oscar_model", "pipeline", "jobs")
 MAX_LINES = 600
 PIPELINE_LAYERS = (
-    ("pipeline.batch", "pipeline.config", "pipeline.faults", "pipeline.storage"),
+    ("pipeline.batch", "pipeline.cluster", "pipeline.config", "pipeline.faults", "pipeline.storage"),
     ("pipeline.inputs", "pipeline.tables"),
     ("pipeline.stages",),
     ("pipeline.report",),
