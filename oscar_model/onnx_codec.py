@@ -68,6 +68,8 @@ def _export_of(folder: Path, model_hash: str) -> dict[str, Any] | None:
 
 def onnx_graphs(path: Path, config: CodecConfig) -> tuple[Path, dict[str, Any]]:
     """The model folder ``path``'s graphs and manifest: shipped, cached, or built now (see above)."""
+    if not exportable(config):
+        raise ValueError(f"{config.name}: only oscar-tiny's compact networks run in ONNX Runtime; use --runtime torch")
     model_hash = config.model_hash
     if not model_hash:
         raise ValueError(f"{path}: oscar.json records no model_hash, so its ONNX graphs cannot be matched to "

@@ -81,6 +81,19 @@ def test_refine_and_gpus_run_in_torch(tiny_model_dir):
         chosen_runtime(tiny_model_dir, "cpu", CodecOptions(runtime="onnxruntime"), gradients=True)
 
 
+def test_a_model_that_does_not_export_is_refused_before_anything_loads(tiny_model_dir, tmp_path):
+    import shutil
+
+    from oscar_model.onnx_codec import OnnxCodec
+
+    folder = tmp_path / "sd-shaped"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "oscar.json").read_text())
+    (folder / "oscar.json").write_text(json.dumps({**config, "denoiser_type": "sd21-lora"}))
+    with pytest.raises(ValueError, match="--runtime torch"):
+        OnnxCodec.from_pretrained(folder)
+
+
 def test_graphs_of_other_weights_are_never_used(tiny_model_dir, tmp_path):
     """An export is used only when its manifest names the folder's own model hash."""
     from oscar_model.config import read_model_config
