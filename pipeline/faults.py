@@ -18,7 +18,7 @@ FAULT_ENV = "OSCAR_FAULT"
 process on the n-th batch a ``<stage>`` sees in one process, once (the marker file records that
 it happened; Ray restarts the actor or the task and retries the batch);
 ``sleep:<stage>:<seconds>`` slows every batch (so a test can kill a job's driver mid-run).
-Stages: encode, verify, write (a write task, after its files), commit (the driver, between a
+Stages: encode, verify, write (a write task that wrote files, after them), commit (the driver, between a
 window's result commits and its work_units commit)."""
 
 TRACE_ENV = "OSCAR_TRACE"
