@@ -189,17 +189,13 @@ def _cmd_fit_tables(args: argparse.Namespace) -> int:
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from .config import read_model_config
-    from .onnx_codec import build_onnx_graphs, exportable, onnx_graphs
+    from .onnx_codec import build_onnx_graphs, export_key, onnx_graphs
 
     t0 = time.perf_counter()
     path, config = read_model_config(args.model)
-    if not exportable(config):
-        raise ValueError(f"{args.model}: only oscar-tiny's compact networks export to ONNX; run it with --runtime torch")
     if args.into_model:
-        if not config.model_hash:
-            raise ValueError(f"{path}: oscar.json records no model_hash; save the folder again with save_pretrained")
         folder = path / "onnx"
-        build_onnx_graphs(path, config.model_hash, folder)
+        build_onnx_graphs(path, export_key(path, config), folder)
     else:
         folder, _ = onnx_graphs(path, config)
     size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6

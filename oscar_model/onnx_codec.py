@@ -40,7 +40,7 @@ from .rates import RateLadder, RatePoint
 from .streams import StreamCodec
 from .tiling import assemble_cores, blend_tiles, pad_array_to_stride
 
-__all__ = ["OnnxCodec", "onnx_graphs", "build_onnx_graphs", "exportable", "ONNX_CACHE_ENV", "RUNTIME_MANIFEST", "EXPORT_FORMAT"]
+__all__ = ["OnnxCodec", "onnx_graphs", "build_onnx_graphs", "export_key", "exportable", "ONNX_CACHE_ENV", "RUNTIME_MANIFEST", "EXPORT_FORMAT"]
 
 ONNX_CACHE_ENV = "OSCAR_ONNX_CACHE"
 """Where graphs built on first use go (default ``~/.cache/oscar/onnx``)."""
@@ -66,14 +66,20 @@ def _export_of(folder: Path, model_hash: str) -> dict[str, Any] | None:
     return manifest if ok else None
 
 
-def onnx_graphs(path: Path, config: CodecConfig) -> tuple[Path, dict[str, Any]]:
-    """The model folder ``path``'s graphs and manifest: shipped, cached, or built now (see above)."""
+def export_key(path: Path, config: CodecConfig) -> str:
+    """The model hash a folder's graphs are found and checked by; a one-line ValueError for a model
+    whose networks do not export, or whose ``oscar.json`` records no hash."""
     if not exportable(config):
         raise ValueError(f"{config.name}: only oscar-tiny's compact networks run in ONNX Runtime; use --runtime torch")
-    model_hash = config.model_hash
-    if not model_hash:
+    if not config.model_hash:
         raise ValueError(f"{path}: oscar.json records no model_hash, so its ONNX graphs cannot be matched to "
                          "its weights; save the folder again with save_pretrained, or use --runtime torch")
+    return config.model_hash
+
+
+def onnx_graphs(path: Path, config: CodecConfig) -> tuple[Path, dict[str, Any]]:
+    """The model folder ``path``'s graphs and manifest: shipped, cached, or built now (see above)."""
+    model_hash = export_key(path, config)
     for folder in (path / "onnx", _cache_root() / model_hash[:32]):
         if (manifest := _export_of(folder, model_hash)) is not None:
             return folder, manifest

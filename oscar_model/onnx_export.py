@@ -22,6 +22,7 @@ which also checks each graph once written (``onnx.checker``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,51 +38,16 @@ __all__ = ["export_onnx", "ONNX_OPSET"]
 ONNX_OPSET = 17
 
 
-class _Encoder(nn.Module):
-    def __init__(self, model: OscarModel) -> None:
+class _Step(nn.Module):
+    """One network step as a module the exporter can trace: ``fn`` over ``owner``'s weights."""
+
+    def __init__(self, owner: nn.Module, fn: Callable[..., torch.Tensor]) -> None:
         super().__init__()
-        self.model = model
+        self.owner = owner
+        self.fn = fn
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_latents(images)
-
-
-class _Decoder(nn.Module):
-    def __init__(self, model: OscarModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_latents(latents)
-
-
-class _Denoiser(nn.Module):
-    def __init__(self, model: OscarModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, z_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        cfg = self.model.config
-        return predict_clean_latent(self.model.denoiser, cfg.schedule, z_t, timesteps, cfg.prediction_type)
-
-
-class _LevelEncoder(nn.Module):
-    def __init__(self, hyper_encoder: nn.Module) -> None:
-        super().__init__()
-        self.hyper_encoder = hyper_encoder
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.hyper_encoder.encode(latents)
-
-
-class _LevelDecoder(nn.Module):
-    def __init__(self, hyper_encoder: nn.Module) -> None:
-        super().__init__()
-        self.hyper_encoder = hyper_encoder
-
-    def forward(self, indices: torch.Tensor) -> torch.Tensor:
-        he = self.hyper_encoder
-        return he.decode_codes(he.quantizer.gather_codes(indices))
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*inputs)
 
 
 def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str], dynamic: dict, path: Path) -> None:
@@ -106,18 +72,22 @@ def export_onnx(model: OscarModel, folder: str | Path) -> dict[str, Any]:
     bhw = {0: "batch", 2: "height", 3: "width"}
     with torch.no_grad():
         z = model.encode_latents(image)
-        _export(_Encoder(model), (image,), ["images", "latents"], {"images": bhw, "latents": bhw},
+        _export(_Step(model, model.encode_latents), (image,), ["images", "latents"], {"images": bhw, "latents": bhw},
                 folder / "autoencoder_encoder.onnx")
-        _export(_Decoder(model), (z,), ["latents", "images"], {"latents": bhw, "images": bhw},
+        _export(_Step(model, model.decode_latents), (z,), ["latents", "images"], {"latents": bhw, "images": bhw},
                 folder / "autoencoder_decoder.onnx")
         t = torch.full((1,), model.ladder.get(0).timestep, dtype=torch.long)
-        _export(_Denoiser(model), (z, t), ["z_t", "timesteps", "latents"],
+        cfg = model.config
+        denoise = _Step(model, lambda z_t, steps: predict_clean_latent(model.denoiser, cfg.schedule, z_t, steps,
+                                                                       cfg.prediction_type))
+        _export(denoise, (z, t), ["z_t", "timesteps", "latents"],
                 {"z_t": bhw, "timesteps": {0: "batch"}, "latents": bhw}, folder / "denoiser.onnx")
         for point, he in zip(model.ladder, model.hyper_encoders):
             indices = he.encode(z)
-            _export(_LevelEncoder(he), (z,), ["latents", "indices"], {"latents": bhw, "indices": bhw},
+            _export(_Step(he, he.encode), (z,), ["latents", "indices"], {"latents": bhw, "indices": bhw},
                     folder / f"level_{point.index}_encoder.onnx")
-            _export(_LevelDecoder(he), (indices,), ["indices", "z_tilde"], {"indices": bhw, "z_tilde": bhw},
+            lookup = _Step(he, lambda idx, he=he: he.decode_codes(he.quantizer.gather_codes(idx)))
+            _export(lookup, (indices,), ["indices", "z_tilde"], {"indices": bhw, "z_tilde": bhw},
                     folder / f"level_{point.index}_decoder.onnx")
     return {
         "model": model.config.name,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import read_model_config
 from .onnx_codec import exportable
-from .options import CodecOptions
+from .options import CodecOptions, free_cores
 from .streams import StreamCodec
 
 __all__ = ["chosen_runtime", "open_codec", "cuda_visible"]
@@ -62,7 +62,6 @@ def open_codec(name_or_path: str | Path, device: str | None = None, options: Cod
     import torch
 
     from .codec import OscarCodec
-    from .options import free_cores
 
     torch.set_num_threads(options.threads or free_cores())
     return OscarCodec.from_pretrained(name_or_path, device=device, options=options)
