@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from .config import ActorConfig
 from .faults import FAULT_ENV, TRACE_ENV
 
-__all__ = ["init_ray", "check_reachable", "check_actor_budget", "handled_actor_deaths_quiet", "LIGHT_TASK_CPUS"]
+__all__ = ["init_ray", "check_reachable", "check_actor_budget", "handled_actor_deaths_quiet", "LIGHT_TASK_CPUS",
+           "return_freed_memory"]
 
 LIGHT_TASK_CPUS = 0.5
 """CPUs the actor pools must leave free for the read and write tasks."""
@@ -50,6 +51,32 @@ def init_ray(address: str | None = None, verbose: bool = False, num_cpus: int | 
     ctx.enable_operator_progress_bars = verbose
     if not verbose:
         logging.getLogger("ray.data._internal.issue_detection.issue_detector_manager").addFilter(_MemoryWarningOnce())
+
+
+def return_freed_memory() -> None:
+    """Hands the heap pages the driver has freed back to the OS (glibc's ``malloc_trim``; a no-op
+    elsewhere). The runner calls it after each window commit.
+
+    Why: the driver's heap is shared by Ray's gRPC threads, Ray Data's executor and delta-rs,
+    whose short-lived buffers leave free pages scattered through glibc's arenas; glibc returns
+    only the top of an arena by itself. Without this the driver's resident memory crept up with
+    the number of images even though its live memory did not (``benchmarks/corpus_scale.py rss``).
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(name).malloc_trim if name else False
+        except (OSError, AttributeError):  # musl and others have no malloc_trim
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 class _MemoryWarningOnce(logging.Filter):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from oscar_model.model_info import ModelInfo
 
 from .batch import table_of
-from .cluster import check_actor_budget, handled_actor_deaths_quiet, init_ray
+from .cluster import check_actor_budget, handled_actor_deaths_quiet, init_ray, return_freed_memory
 from .config import ActorConfig, ImagesConfig, JobConfig
 from .inputs.model_cache import model_info
 from .inputs.readers import read_units
@@ -419,6 +419,7 @@ class _Commits:
             kind, uri = self.remaining.pop(u)
             rows.append({"unit_id": u, "kind": kind, "uri": uri, "images": n})
         self.out.commit_window(files, rows, self.model.model_id, touched, partial)
+        return_freed_memory()
 
     def _commit_lost(self) -> None:
         """An error row completes each lost unit, whatever part of it arrived before."""

@@ -105,6 +105,10 @@ def test_file_groups_are_stable_and_local_to_an_insertion(tmp_path):
     after = _file_groups(sorted([*uris, "s3://bucket/photos/000999a.jpg"]), 64)
     changed = {u.unit_id for u in after} - {u.unit_id for u in before}
     assert len(changed) == 1  # only the group the new file landed in
+    # The members are held once, in Arrow; read items carry Python strings, cut in order.
+    items = [item for u in before for item in u.to_items(16)]
+    assert [m for item in items for m in item["members"]] == uris
+    assert all(isinstance(m, str) for m in items[0]["members"]) and all(len(i["members"]) <= 16 for i in items)
 
 
 def test_tar_lists_and_brace_ranges():

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -45,16 +46,27 @@ class ImageColumns:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One unit of work: ``kind`` is "files", "tar" or "parquet" (redecode adds "delta-file")."""
+    """One unit of work: ``kind`` is "files", "tar" or "parquet" (redecode adds "delta-file").
+
+    A file group's ``members`` are a slice of one Arrow string array that holds the whole
+    listing (:func:`_file_groups`): the plan lives on the driver for the whole job, and 80,000
+    URIs as Python strings in tuples cost about 3x what one Arrow buffer does. Python strings
+    are made only for the slice of units in flight (:meth:`to_items`). The unit's identity is
+    its id, a hash of its members, so they take no part in equality.
+    """
 
     unit_id: str
     kind: str
     uri: str
-    members: tuple[str, ...] = ()
+    members: Sequence[str] | pa.StringArray = field(default=(), compare=False)
     columns: ImageColumns = field(default_factory=ImageColumns)
 
+    def member_uris(self, start: int = 0, stop: int | None = None) -> list[str]:
+        part = self.members[start:stop]
+        return part.to_pylist() if isinstance(part, pa.Array) else list(part)
+
     def to_item(self) -> dict:
-        return {"unit_id": self.unit_id, "kind": self.kind, "uri": self.uri, "members": list(self.members),
+        return {"unit_id": self.unit_id, "kind": self.kind, "uri": self.uri, "members": self.member_uris(),
                 "image_column": self.columns.image, "key_column": self.columns.key, "unit_size": 0}
 
     def to_items(self, files_per_item: int) -> list[dict]:
@@ -64,7 +76,7 @@ class WorkUnit:
         if self.kind != "files" or len(self.members) <= files_per_item:
             return [{**self.to_item(), "unit_size": len(self.members) if self.kind == "files" else 0}]
         step = max(1, files_per_item)
-        return [{**self.to_item(), "members": list(self.members[i : i + step]), "unit_size": len(self.members)}
+        return [{**self.to_item(), "members": self.member_uris(i, i + step), "unit_size": len(self.members)}
                 for i in range(0, len(self.members), step)]
 
 
@@ -164,16 +176,17 @@ def expand_braces(spec: str) -> list[str]:
 
 
 def _file_groups(uris: list[str], size: int) -> list[WorkUnit]:
-    units, group = [], []
-    for uri in uris:
-        group.append(uri)
-        if int(hashlib.sha1(uri.encode()).hexdigest()[:8], 16) % size == 0 or len(group) >= 2 * size:
-            units.append(group)
-            group = []
-    if group:
-        units.append(group)
-    return [WorkUnit("files:" + hashlib.sha1("\n".join(g).encode()).hexdigest()[:24], "files", g[0], tuple(g))
-            for g in units]
+    """Content-defined groups of ``uris`` (see the module doc), their members slices of one Arrow array."""
+    listing = pa.array(uris, pa.string())
+    units, start = [], 0
+    for i, uri in enumerate(uris):
+        if int(hashlib.sha1(uri.encode()).hexdigest()[:8], 16) % size == 0 or i + 1 - start >= 2 * size:
+            units.append((start, i + 1))
+            start = i + 1
+    if start < len(uris):
+        units.append((start, len(uris)))
+    return [WorkUnit("files:" + hashlib.sha1("\n".join(uris[a:b]).encode()).hexdigest()[:24], "files", uris[a],
+                     listing[a:b]) for a, b in units]
 
 
 def _parquet_units(files: list[str], options: StorageOptions | None, wanted: ImageColumns) -> list[WorkUnit] | None:
