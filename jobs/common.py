@@ -249,8 +249,9 @@ def print_summary(job: str, output: str, summary: dict) -> None:
     lines = [
         f"{job}: {summary['images_ok']} images ok, {summary['images_failed']} failed; {summary['units_done']} work units "
         f"done, {summary.get('units_skipped_already_done', 0)} already done; {summary['wall_seconds']:.1f} s",
-        f"streams written: {summary['bitstream_bytes']:,} bytes (whole OSCAR streams: header, indices and CRC)",
-        f"per level (means over the images): {'; '.join(levels) or '-'}",
+        *([f"streams written: {summary['bitstream_bytes']:,} bytes (whole streams as stored: an OSCAR stream's "
+            f"header, indices and CRC included)"] if summary["bitstream_bytes"] else []),
+        *([f"per level (means over the images): {'; '.join(levels)}"] if levels else []),
         *_target_lines(summary.get("target")),
     ]
     if summary["images_failed"]:

@@ -153,3 +153,19 @@ def test_the_progress_bar_moves_image_by_image_in_a_job_of_one_unit(tmp_path, ti
     # A clean run logs no Ray error-level line (glog's "[date time E pid tid]"): the actor pools'
     # "constructor arguments in the object store" line came from restartable actors.
     assert not re.search(r"^\[[^\]]* E \d+ \d+\]", done.stderr, re.MULTILINE), done.stderr[-2000:]
+
+
+def test_the_summary_says_what_was_written_and_only_that(capsys):
+    """An archive's summary gives its bytes and each level; a redecode, which writes no stream,
+    prints neither line (it used to say "streams written: 0 bytes" and "per level: -")."""
+    from jobs.common import print_summary
+
+    base = {"images_ok": 2, "images_failed": 0, "units_done": 1, "wall_seconds": 1.0}
+    print_summary("archive", "out", {**base, "bitstream_bytes": 1234, "mean_bpp_per_level": {0: 0.01},
+                                     "mean_quality_per_level": {0: {"psnr": 21.5}}})
+    archive = capsys.readouterr().out
+    assert "streams written: 1,234 bytes" in archive and "L0 0.0100 bpp, 21.50 dB" in archive
+    print_summary("redecode", "out", {**base, "bitstream_bytes": 0, "mean_bpp_per_level": {}})
+    redecode = capsys.readouterr().out
+    assert "streams written" not in redecode and "per level" not in redecode
+    assert redecode.startswith("redecode: 2 images ok, 0 failed; 1 work units done")
