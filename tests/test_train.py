@@ -25,7 +25,7 @@ def test_all_stages_run_resume_and_export(tmp_path):
     argv = [
         "--data", str(data), "--workdir", str(tmp_path / "run"), "--export", str(tmp_path / "model"),
         "--ae-steps", "2", "--he-steps", "2", "--dn-steps", "2", "--rf-steps", "2", "--po-steps", "2",
-        "--perceptual-steps", "2", "--threads", "2",
+        "--perceptual-steps", "2", "--decoder-steps", "2", "--threads", "2",
     ]
     assert main(argv) == 0
     model = OscarModel.from_pretrained(tmp_path / "model", device="cpu")
@@ -59,26 +59,55 @@ def test_lab_colour_matches_scikit_image():
     np.testing.assert_allclose(ours, rgb2lab(rgb), atol=0.05)
 
 
-def test_perceptual_stage_tunes_the_denoiser_alone_so_old_streams_still_decode(tiny_model_dir, tmp_path):
-    """Stage 2p from a finished model: only the denoiser moves, so the indices, the entropy
-    tables and every stream the source wrote stay valid; the new model decodes them too."""
-    import torch
-
+def _fine_tune(source, tmp_path, stage: str, steps_flag: str, side: int):
+    """Runs ``stage`` (and export) for 2 steps from ``source`` on two random photos; -> (old, new, summaries)."""
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(data / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(data / f"{i}.png")
     assert main(["--data", str(data), "--workdir", str(tmp_path / "run"), "--export", str(tmp_path / "model"),
-                 "--stages", "2p,export", "--start-from", str(tiny_model_dir), "--perceptual-steps", "2",
-                 "--threads", "2"]) == 0
-    old, new = (OscarModel.from_pretrained(p, device="cpu") for p in (tiny_model_dir, tmp_path / "model"))
+                 "--stages", f"{stage},export", "--start-from", str(source), steps_flag, "2", "--threads", "2"]) == 0
+    old, new = (OscarModel.from_pretrained(p, device="cpu") for p in (source, tmp_path / "model"))
+    return old, new, json.loads((tmp_path / "run" / "summaries.json").read_text())
+
+
+def _only_moved(old: OscarModel, new: OscarModel, prefix: str) -> None:
+    """Only the weights under ``prefix`` differ, so the tables and every stream's payload are the old model's."""
+    import dataclasses
+
+    import torch
+
+    from oscar_model.bitstream import unpack
+
     assert new.model_id != old.model_id
     for (name, a), b in zip(old.state_dict().items(), new.state_dict().values()):
-        assert torch.equal(a, b) != name.startswith("denoiser."), name  # the denoiser alone has moved
+        assert torch.equal(a, b) != name.startswith(prefix), name
     assert all(np.array_equal(old.entropy_tables[k], new.entropy_tables[k]) for k in old.entropy_tables)
-    summaries = json.loads((tmp_path / "run" / "summaries.json").read_text())
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    old_stream, new_stream = (unpack(OscarCodec(m).encode([image], 2)[0]) for m in (old, new))
+    assert dataclasses.replace(old_stream, model_id=new.model_id) == new_stream  # the same stream but its model id
+
+
+def test_perceptual_stage_tunes_the_denoiser_alone(tiny_model_dir, tmp_path):
+    """Stage 2p from a finished model: only the denoiser moves."""
+    old, new, summaries = _fine_tune(tiny_model_dir, tmp_path, "2p", "--perceptual-steps", 200)
+    _only_moved(old, new, "denoiser.")
     assert summaries["stage2p"]["steps"] == 2
+
+
+def test_decoder_stage_tunes_the_decoder_alone_on_full_scale_crops(tiny_model_dir, tmp_path):
+    """Stage 2d from a finished model: only the autoencoder's decoder moves."""
+    import torch
+
+    from oscar_model.train.decoder_stage import DecoderStageConfig, train_decoder
+
+    old, new, summaries = _fine_tune(tiny_model_dir, tmp_path, "2d", "--decoder-steps", 264)
+    _only_moved(old, new, "autoencoder.decoder.")
+    assert summaries["stage2d"]["steps"] == 2
+    # On a crop under 256 px SSIMULACRA2 loses scales and would be another metric: refused.
+    with pytest.raises(ValueError, match="SSIMULACRA2 would lose scales"):
+        train_decoder(DecoderStageConfig(crop=192), old, None, tmp_path, torch.device("cpu"))
 
 
 def test_grown_level_starts_as_the_level_below_it(tiny_model_dir, tmp_path):

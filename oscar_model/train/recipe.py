@@ -6,12 +6,14 @@ skipped, so running the same command again resumes where it stopped (the stages 
 also checkpoint every few minutes inside ``run_loop``). ``python -m jobs.train`` is the CLI.
 
     0 autoencoder -> 1 hyper-encoders -> calib -> 2 denoiser -> 2b tune -> 2c polish
-      -> stats (entropy tables, typical bpp) -> 2p perceptual (denoiser only) -> export
+      -> stats (entropy tables, typical bpp) -> 2p perceptual (denoiser only)
+      -> 2d decoder (the autoencoder's decoder only) -> export
 
 Stage 2p comes after the entropy tables because it leaves the hyper-encoders, so the indices
 and the tables, as they are. It can also start from a finished model (``start_from``, the CLI's
 ``--start-from``): ``--stages 2p,export --start-from <model folder>`` fine-tunes a released
-model's denoiser alone, and the new model decodes the old one's streams.
+model's denoiser alone, and the new model decodes the old one's streams. Stage 2d, the
+autoencoder's decoder alone, does the same (``--stages 2d,export --start-from <model folder>``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..factory import build_model
 from ..model import OscarModel
 from .autoencoder_stage import AutoencoderStageConfig, train_autoencoder
 from .data import CropSampler, LatentCropSampler, list_images, read_images
+from .decoder_stage import DecoderStageConfig, train_decoder
 from .denoiser_stage import (
     DenoiserStageConfig,
     perceptual_config,
@@ -41,7 +44,7 @@ from .hyper_encoder_stage import HyperEncoderStageConfig, calibrate_timesteps, t
 from .loop import autocast
 from .tables import index_statistics
 
-__all__ = ["Budgets", "TrainingRun", "STAGES", "STAGE_NAMES", "run_training"]
+__all__ = ["Budgets", "TrainingRun", "STAGES", "STAGE_NAMES", "DEFAULT_STAGES", "run_training"]
 
 log = logging.getLogger("oscar.train")
 
@@ -62,6 +65,8 @@ class Budgets:
     polish_minutes: float = 80.0
     perceptual_steps: int = 3000
     perceptual_minutes: float = 60.0
+    decoder_steps: int = 2000
+    decoder_minutes: float = 60.0
 
 
 @dataclass
@@ -76,6 +81,8 @@ class TrainingRun:
     start_from: Path | None = None
     perceptual_overrides: dict = field(default_factory=dict)
     """Stage 2p's config fields set otherwise than the recipe (an ablation, e.g. ``ssimulacra2_weight``)."""
+    decoder_overrides: dict = field(default_factory=dict)
+    """Stage 2d's config fields set otherwise than the recipe (an ablation)."""
     budgets: Budgets = field(default_factory=Budgets)
     command: str = ""
     summaries: dict = field(default_factory=dict)
@@ -169,8 +176,29 @@ def _statistics(run: TrainingRun) -> dict:
     return summary
 
 
+def _decoder(run: TrainingRun) -> dict:
+    if (run.workdir / "codec_perceptual").exists():
+        model = run.load("codec_perceptual")
+    elif run.start_from is not None:
+        model = OscarModel.from_pretrained(run.start_from, device=run.device)
+    else:
+        model = run.load("codec_final")
+    cfg = DecoderStageConfig()
+    for key, value in run.decoder_overrides.items():
+        setattr(cfg, key, value)
+    cfg.loop.steps, cfg.loop.max_minutes = run.budgets.decoder_steps, run.budgets.decoder_minutes
+    sampler = CropSampler(run.paths, cfg.crop, seed=run.seed + 6)
+    summary = train_decoder(cfg, model, sampler, run.workdir, run.device)
+    model.save_pretrained(run.workdir / "codec_decoder")
+    return summary
+
+
+FINAL_OUTPUTS = ("codec_decoder", "codec_perceptual", "codec_final")
+"""Latest first: the export takes whichever finished last."""
+
+
 def _export(run: TrainingRun) -> dict:
-    model = run.load("codec_perceptual" if (run.workdir / "codec_perceptual").exists() else "codec_final")
+    model = run.load(next((f for f in FINAL_OUTPUTS if (run.workdir / f).exists()), FINAL_OUTPUTS[-1]))
     model.config.info = {
         "trained_on": [str(d) for d in run.data], "training": run.summaries, "command": run.command,
         "torch": torch.__version__,
@@ -190,12 +218,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("stats", "index_statistics", "codec_final", _statistics),
     Stage("2p", "stage2p", "codec_perceptual",
           _denoiser("codec_final", "codec_perceptual", perceptual_config, "perceptual", 5, may_start_from=True)),
+    Stage("2d", "stage2d", "codec_decoder", _decoder),
     Stage("export", "export", "", _export),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+EXPERIMENTAL_STAGES = ("2p", "2d")
+"""The perceptual fine-tunes, still ablations (``docs/training.md``): run only when asked for."""
+DEFAULT_STAGES = tuple(n for n in STAGE_NAMES if n not in EXPERIMENTAL_STAGES)
+"""What ``python -m jobs.train`` runs by default: the recipe of the shipped oscar-tiny."""
 
 
-def run_training(run: TrainingRun, names: list[str] | tuple[str, ...] = STAGE_NAMES) -> dict:
+def run_training(run: TrainingRun, names: list[str] | tuple[str, ...] = DEFAULT_STAGES) -> dict:
     """Runs the named stages in recipe order, skipping finished ones; returns all summaries."""
     unknown = sorted(set(names) - set(STAGE_NAMES))
     if unknown:
