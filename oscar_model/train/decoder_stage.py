@@ -18,7 +18,7 @@ import torch
 
 from ..model import OscarModel
 from .data import CropSampler
-from .hyper_encoder_stage import freeze, rescale_to
+from .hyper_encoder_stage import freeze
 from .loop import LoopConfig, autocast, run_loop
 from .losses import colour_loss, reconstruction_loss, ssimulacra2_loss
 
@@ -53,8 +53,6 @@ def train_decoder(
     one-step latent at that level (no gradient), then the decoder with L1 + w (1 - MS-SSIM)
     (which guards MS-SSIM, judged too), the CIELAB colour term and SSIMULACRA2's weighted error.
     """
-    from ..denoiser import predict_clean_latent
-
     if cfg.crop < SSIMULACRA2_FULL_CROP and cfg.ssimulacra2_weight > 0:
         raise ValueError(f"crop {cfg.crop} is under {SSIMULACRA2_FULL_CROP}: SSIMULACRA2 would lose scales")
     ae = model.autoencoder
@@ -69,7 +67,6 @@ def train_decoder(
     if len(weights) != len(model.ladder):
         raise ValueError(f"level_weights has {len(weights)} entries for a {len(model.ladder)}-level ladder")
     gen = torch.Generator().manual_seed(7)
-    schedule = model.config.schedule
 
     def step(i: int, progress: float) -> dict[str, float]:
         x = sampler.sample(cfg.batch_size).to(device)
@@ -77,9 +74,7 @@ def train_decoder(
         with torch.no_grad(), autocast(cfg.loop.bf16, device):
             z = ae.encode(x).float()
             z_tilde, _, _ = model.hyper_encoders[point.index](z)
-            z_t = rescale_to(z_tilde.float(), z)
-            ts = torch.full((x.shape[0],), point.timestep, device=device, dtype=torch.long)
-            x0 = predict_clean_latent(model.denoiser, schedule, z_t, ts, model.config.prediction_type).float()
+            x0 = model.latents_from_z_tilde(z_tilde.float(), point, model.channel_rms(z)).float()  # as the codec does
         with autocast(cfg.loop.bf16, device):
             x_hat = ae.decode(x0).float()
         loss, parts = reconstruction_loss(x_hat, x, cfg.ms_ssim_weight)

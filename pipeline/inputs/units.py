@@ -65,8 +65,10 @@ class WorkUnit:
         part = self.members[start:stop]
         return part.to_pylist() if isinstance(part, pa.Array) else list(part)
 
-    def to_item(self) -> dict:
-        return {"unit_id": self.unit_id, "kind": self.kind, "uri": self.uri, "members": self.member_uris(),
+    def to_item(self, members: list[str] | None = None) -> dict:
+        """The unit as a read item; ``members``: a part of its members (default: all of them)."""
+        return {"unit_id": self.unit_id, "kind": self.kind, "uri": self.uri,
+                "members": self.member_uris() if members is None else members,
                 "image_column": self.columns.image, "key_column": self.columns.key, "unit_size": 0}
 
     def to_items(self, files_per_item: int) -> list[dict]:
@@ -76,7 +78,7 @@ class WorkUnit:
         if self.kind != "files" or len(self.members) <= files_per_item:
             return [{**self.to_item(), "unit_size": len(self.members) if self.kind == "files" else 0}]
         step = max(1, files_per_item)
-        return [{**self.to_item(), "members": self.member_uris(i, i + step), "unit_size": len(self.members)}
+        return [{**self.to_item(self.member_uris(i, i + step)), "unit_size": len(self.members)}
                 for i in range(0, len(self.members), step)]
 
 
